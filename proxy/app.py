@@ -1,0 +1,55 @@
+"""build_app(settings): the proxy application with its long-lived resources."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry
+from yarl import URL
+
+from .app_keys import METRICS, RULES, SETTINGS, STREAMS, UPSTREAM
+from .forward import Upstream, make_session
+from .handler import handle
+from .metrics import Metrics
+from .rules import LiveRules
+from .settings import Settings
+from .streams import StreamLimiter
+
+
+async def _upstream_ctx(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    session = make_session(settings)
+    app[UPSTREAM] = Upstream(
+        session=session,
+        base=URL(settings.upstream.url),
+        host_header=settings.upstream.host_header,
+        settings=settings,
+    )
+    yield
+    await session.close()
+
+
+def build_app(
+    settings: Settings, rules: LiveRules, metrics: Metrics | None = None
+) -> web.Application:
+    app = web.Application(client_max_size=0)
+    app[SETTINGS] = settings
+    app[RULES] = rules
+    app[METRICS] = metrics or Metrics(CollectorRegistry())
+    app[STREAMS] = StreamLimiter(settings.limits.streams_per_client, app[METRICS].in_flight)
+    app.cleanup_ctx.append(_upstream_ctx)
+    app.router.add_route("*", "/{tail:.*}", handle)
+    return app
+
+
+def runner_kwargs(settings: Settings) -> dict[str, object]:
+    """Server limits for AppRunner: header sizes, header deadline/keep-alive, drain time."""
+    return {
+        "access_log": None,
+        "keepalive_timeout": settings.timeouts.client_header,
+        "shutdown_timeout": settings.timeouts.shutdown_grace,
+        "max_line_size": settings.limits.max_request_line,
+        "max_field_size": settings.limits.max_header_field,
+        "max_headers": settings.limits.max_headers,
+    }

@@ -1,0 +1,17 @@
+"""Typed keys for the long-lived resources of the proxy application."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from .forward import Upstream
+from .metrics import Metrics
+from .rules import LiveRules
+from .settings import Settings
+from .streams import StreamLimiter
+
+SETTINGS = web.AppKey("settings", Settings)
+UPSTREAM = web.AppKey("upstream", Upstream)
+METRICS = web.AppKey("metrics", Metrics)
+RULES = web.AppKey("rules", LiveRules)
+STREAMS = web.AppKey("streams", StreamLimiter)

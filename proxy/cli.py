@@ -1,0 +1,108 @@
+"""Command line: `sonicshield run|demo|check` (also `python -m proxy`)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from . import __version__
+from .yamlsource import ConfigError
+
+PACKAGED_RULES = Path(__file__).resolve().parent.parent / "rules"
+
+
+def default_rules_dir() -> Path:
+    """./rules when the working directory has one, else the rules shipped beside the package."""
+    local = Path("rules")
+    return local if local.is_dir() else PACKAGED_RULES
+
+
+def default_cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "sonicshield"
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from .server import run
+    from .settings import load_settings
+
+    overrides: dict[str, tuple[str, Any]] = {}
+    if args.upstream:
+        overrides["upstream.url"] = ("--upstream", args.upstream)
+    if args.listen:
+        overrides["listen"] = ("--listen", list(args.listen))
+    if args.rules:
+        overrides["rules_dir"] = ("--rules", str(Path(args.rules).resolve()))
+    elif args.config is None:
+        overrides["rules_dir"] = ("--rules", str(default_rules_dir().resolve()))
+    if args.workers is not None:
+        overrides["workers"] = ("--workers", args.workers)
+    try:
+        settings = load_settings(args.config, overrides)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    return run(settings)
+
+
+def _cmd_check(args: argparse.Namespace) -> int:
+    from .rules import load_rules
+
+    directory = Path(args.dir) if args.dir else default_rules_dir()
+    try:
+        ruleset = load_rules(directory)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        n = len(exc.problems)
+        print(f"{n} error{'s' if n != 1 else ''}", file=sys.stderr)
+        return 1
+    print(f"ok: {len(ruleset.rules)} rules in {len(ruleset.files)} files ({directory})")
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from .demo.run import run_demo
+
+    return run_demo(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sonicshield",
+        description="A reverse proxy that shields musicians' master recordings from AI crawlers.",
+    )
+    parser.add_argument("--version", action="version", version=f"sonicshield {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run the proxy in front of a store")
+    run.add_argument("--config", type=Path, help="YAML config file (see sonicshield.example.yaml)")
+    run.add_argument("--upstream", help="upstream store URL, e.g. http://127.0.0.1:8081")
+    run.add_argument("--listen", action="append", metavar="HOST:PORT",
+                     help="address to listen on (repeatable)")
+    run.add_argument("--rules", metavar="DIR", help="rules directory")
+    run.add_argument("--workers", type=int, help="worker processes (SO_REUSEPORT)")
+    run.set_defaults(func=_cmd_run)
+
+    demo = sub.add_parser("demo", help="start the demo store with SonicShield in front of it")
+    demo.add_argument("--host", default="127.0.0.1", help="address for all three listeners")
+    demo.add_argument("--port", type=int, default=8080, help="proxy port (default 8080)")
+    demo.add_argument("--store-port", type=int, default=8081, help="store port (default 8081)")
+    demo.add_argument("--admin-port", type=int, default=9180, help="admin port (default 9180)")
+    demo.add_argument("--cache", type=Path, default=None,
+                      help="where the generated catalogue goes (default ~/.cache/sonicshield/demo)")
+    demo.add_argument("--rules", metavar="DIR", help="rules directory")
+    demo.set_defaults(func=_cmd_demo)
+
+    check = sub.add_parser("check", help="validate rule files; every error with file:line:col")
+    check.add_argument("dir", nargs="?", help="rules directory (default ./rules)")
+    check.set_defaults(func=_cmd_check)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    result: int = args.func(args)
+    return result

@@ -1,0 +1,89 @@
+"""`sonicshield demo`: the demo store on one port, SonicShield in front of it on another."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from pathlib import Path
+
+from aiohttp import web
+
+from ..logs import log_event, setup_logging
+from ..rules import LiveRules, load_rules
+from ..server import new_event_loop, serve
+from ..settings import AdminSettings, Listen, LogSettings, Settings, UpstreamSettings
+from ..yamlsource import ConfigError
+from .store import prepare_store
+
+log = logging.getLogger("sonicshield.demo")
+
+
+def demo_settings(args: argparse.Namespace, rules_dir: Path) -> Settings:
+    return Settings(
+        listen=(Listen(args.host, args.port),),
+        upstream=UpstreamSettings(url=f"http://{args.host}:{args.store_port}"),
+        rules_dir=rules_dir,
+        admin=AdminSettings(listen=Listen(args.host, args.admin_port)),
+        log=LogSettings(format="text", level="info"),
+        verdict_header=True,
+        source="<demo>",
+    )
+
+
+def _banner(proxy: str, admin: str, store: str) -> str:
+    track = "harbour-at-dawn"
+    return f"""
+  SonicShield demo is running.
+
+  Store, through SonicShield:  http://{proxy}/
+  The store directly:          http://{store}/
+  Metrics:                     http://{admin}/metrics
+  Health / readiness:          http://{admin}/healthz  http://{admin}/readyz
+
+  See it as a crawler does:
+    curl -sI -A 'GPTBot/1.2 (+https://openai.com/gptbot)' http://{proxy}/stream/{track}.mp3
+
+  Stop with Ctrl-C.
+"""
+
+
+async def _run(args: argparse.Namespace, rules: LiveRules, settings: Settings) -> None:
+    cache = args.cache or (Path.home() / ".cache" / "sonicshield" / "demo")
+    log_event(log, logging.INFO, "preparing-catalogue", cache=str(cache))
+    store_app = await asyncio.to_thread(prepare_store, cache)
+    store_runner = web.AppRunner(store_app, access_log=None, handle_signals=False)
+    await store_runner.setup()
+    try:
+        await web.TCPSite(store_runner, args.host, args.store_port).start()
+
+        def ready(proxy: list[str], admin: list[str]) -> None:
+            print(_banner(proxy[0], admin[0] if admin else "-", f"{args.host}:{args.store_port}"),
+                  flush=True)
+
+        await serve(settings, rules, with_admin=True, reuse_port=False, on_ready=ready)
+    finally:
+        await store_runner.cleanup()
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    from ..cli import default_rules_dir
+
+    rules_dir = Path(args.rules) if args.rules else default_rules_dir()
+    settings = demo_settings(args, rules_dir.resolve())
+    setup_logging(settings.log.format, settings.log.level)
+    try:
+        rules = LiveRules(load_rules(settings.rules_dir))
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    try:
+        with asyncio.Runner(loop_factory=new_event_loop) as runner:
+            runner.run(_run(args, rules, settings))
+    except OSError as exc:
+        print(f"sonicshield demo: {exc.strerror} ({exc.filename or 'listening socket'}); "
+              f"is another demo already running? Try --port/--store-port/--admin-port.",
+              file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,138 @@
+"""The data objects that flow through the pipeline.
+
+request -> Exchange -> classify (Signals) -> decide (Verdict) -> respond -> record
+
+This module imports nothing from the package: every stage depends on it, it depends on no stage.
+"""
+
+from __future__ import annotations
+
+import enum
+import time
+from dataclasses import dataclass, field
+
+
+class Action(enum.StrEnum):
+    """What the proxy does with a request. The closed set the rule files may name."""
+
+    ALLOW = "allow"
+    BLOCK = "block"
+    TARPIT = "tarpit"
+    TRUNCATE = "truncate"
+    DECOY = "decoy"
+    POISON = "poison"
+    WATERMARK = "watermark"
+
+
+class ContentKind(enum.StrEnum):
+    """What a request is after, judged from its path before the upstream answers."""
+
+    PAGE = "page"
+    AUDIO = "audio"
+    IMAGE = "image"
+    ASSET = "asset"  # CSS, JavaScript, fonts
+    FEED = "feed"  # RSS/Atom, sitemaps
+    DECLARATION = "declaration"  # robots.txt, /.well-known/*, ai.txt
+    OTHER = "other"
+
+
+@dataclass(frozen=True, slots=True)
+class Client:
+    """Who is asking, after the trusted-proxy rule has been applied.
+
+    ip:    the client address the proxy believes (the TCP peer, or the first untrusted hop of
+           X-Forwarded-For when the peer is a configured trusted proxy).
+    peer:  the TCP peer address as seen on the socket.
+    via_trusted_proxy: True when `ip` came from X-Forwarded-For through a trusted peer.
+    scheme: http or https as the client used it (from X-Forwarded-Proto only via a trusted peer).
+    host:  the Host the client asked for (from X-Forwarded-Host only via a trusted peer).
+    """
+
+    ip: str
+    peer: str
+    via_trusted_proxy: bool
+    scheme: str
+    host: str
+
+
+@dataclass(frozen=True, slots=True)
+class Signals:
+    """What classification found. Frozen: computed once per exchange, then only read.
+
+    content: the kind of resource requested (from the path).
+    ua: the raw User-Agent header, "" when absent.
+    """
+
+    content: ContentKind
+    ua: str
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """The decision for one exchange.
+
+    action:    what to do.
+    params:    the action's parameters, already validated (e.g. {"seconds": 30}).
+    origin:    where the decision came from, for operators: "rules/20-ai.yaml:14 ai-audio"
+               or "default/allow".
+    rule_hash: a short stable hash of the rule's content, so evidence can say exactly which
+               version of a rule decided.
+    shadow:    the rule runs in shadow mode: decided and recorded, but the real response is served.
+    """
+
+    action: Action
+    origin: str
+    rule_hash: str = ""
+    params: tuple[tuple[str, object], ...] = ()
+    shadow: bool = False
+
+    @property
+    def header_value(self) -> str:
+        """The X-SonicShield-Verdict header: action and origin."""
+        mode = " shadow" if self.shadow else ""
+        return f"{self.action.value}{mode}; {self.origin}"
+
+
+DEFAULT_ALLOW = Verdict(action=Action.ALLOW, origin="default/allow")
+
+
+@dataclass(slots=True)
+class Exchange:
+    """Everything the proxy learned and did for one request. Mutable; one per request.
+
+    id:          a short unique id, also sent upstream as X-Request-Id.
+    started:     monotonic clock at arrival (for the duration).
+    wall:        wall-clock time at arrival (for logs and evidence).
+    client:      who is asking (see Client).
+    method, path, query: the request line.
+    signals:     set by classify.
+    verdict:     set by decide.
+    status:      the status sent to the client (0 until a response started).
+    bytes_out:   body bytes written to the client.
+    bytes_in:    request body bytes forwarded upstream.
+    variant:     what was served: "upstream" for the real response, "local" for a response the
+                 proxy made itself (robots.txt, error pages), or an audio variant name.
+    upstream_ms: time to the upstream's response headers, None when the upstream was not asked.
+    error:       a short machine-readable reason when something failed ("upstream-timeout",
+                 "client-abort", ...); None on success.
+    """
+
+    id: str
+    client: Client
+    method: str
+    path: str
+    query: str
+    started: float = field(default_factory=time.monotonic)
+    wall: float = field(default_factory=time.time)
+    signals: Signals | None = None
+    verdict: Verdict = DEFAULT_ALLOW
+    status: int = 0
+    bytes_out: int = 0
+    bytes_in: int = 0
+    variant: str = "upstream"
+    upstream_ms: float | None = None
+    error: str | None = None
+
+    @property
+    def duration_ms(self) -> float:
+        return (time.monotonic() - self.started) * 1000.0

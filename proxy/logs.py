@@ -1,0 +1,91 @@
+"""Logging: one line per event, JSON or text, on stderr. The access log is one line per request.
+
+Ordinary events (a client that went away, an upstream that is down) are one line each, never a
+traceback: tracebacks are for bugs.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from typing import Any
+
+from .exchange import Exchange
+
+access = logging.getLogger("sonicshield.access")
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        line: dict[str, Any] = {
+            "ts": _iso(record.created),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+        }
+        fields = getattr(record, "fields", None)
+        if fields:
+            line.update(fields)
+        else:
+            line["msg"] = record.getMessage()
+        if record.exc_info:
+            line["exc"] = self.formatException(record.exc_info)
+        return json.dumps(line, separators=(",", ":"), ensure_ascii=False)
+
+
+class TextFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        fields = getattr(record, "fields", None)
+        msg = " ".join(f"{k}={v}" for k, v in fields.items()) if fields else record.getMessage()
+        text = f"{_iso(record.created)} {record.levelname.lower():7} {record.name}: {msg}"
+        if record.exc_info:
+            text += "\n" + self.formatException(record.exc_info)
+        return text
+
+
+def _iso(ts: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts)) + f".{int(ts % 1 * 1000):03d}Z"
+
+
+def setup_logging(fmt: str, level: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    # aiohttp logs every client disconnect during a write as an error with a traceback;
+    # the proxy logs those itself, once, in the access line.
+    logging.getLogger("aiohttp.access").disabled = True
+
+
+def log_event(logger: logging.Logger, level: int, event: str, **fields: Any) -> None:
+    """A structured one-line event: {'event': ..., **fields}."""
+    if logger.isEnabledFor(level):
+        logger.log(level, event, extra={"fields": {"event": event, **fields}})
+
+
+def log_access(ex: Exchange) -> None:
+    if not access.isEnabledFor(logging.INFO):
+        return
+    fields: dict[str, Any] = {
+        "event": "access",
+        "id": ex.id,
+        "client": ex.client.ip,
+        "method": ex.method,
+        "path": ex.path,
+        "status": ex.status,
+        "bytes": ex.bytes_out,
+        "ms": round(ex.duration_ms, 2),
+        "verdict": ex.verdict.origin,
+        "action": ex.verdict.action.value,
+        "variant": ex.variant,
+    }
+    if ex.signals is not None:
+        fields["ua"] = ex.signals.ua
+        fields["content"] = ex.signals.content.value
+    if ex.bytes_in:
+        fields["bytes_in"] = ex.bytes_in
+    if ex.error:
+        fields["error"] = ex.error
+    access.info("access", extra={"fields": fields})

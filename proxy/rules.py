@@ -1,0 +1,257 @@
+"""Rule files: YAML -> validated -> compiled RuleSet. YAML never reaches the hot path.
+
+Files `*.yaml` in the rules directory load in name order; within a file, rules in order; the
+first rule whose every match key holds (keys AND, list values OR) decides. Errors are reported
+compiler style, every error of every file in one run: `file:line:col: rule 'x': message`.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import json
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .exchange import DEFAULT_ALLOW, Action, ContentKind, Exchange, Verdict
+from .yamlsource import (
+    ConfigError,
+    LocatedDict,
+    LocatedList,
+    Mark,
+    Problem,
+    load_yaml_file,
+    suggest,
+)
+
+Predicate = Callable[[Exchange], bool]
+MatchCompiler = Callable[[list[Any]], Predicate]
+
+
+def _compile_path(patterns: list[Any]) -> Predicate:
+    """Shell-style globs on the path: /album/*, /download/*.flac, /stream/**."""
+    for p in patterns:
+        if not isinstance(p, str) or not p.startswith("/"):
+            raise ValueError(f"path patterns start with '/', got {p!r}")
+    regex = re.compile("|".join(f"(?:{fnmatch.translate(p)})" for p in patterns))
+    return lambda ex: regex.match(ex.path) is not None
+
+
+def _compile_method(methods: list[Any]) -> Predicate:
+    wanted = frozenset(str(m).upper() for m in methods)
+    return lambda ex: ex.method in wanted
+
+
+def _compile_content(kinds: list[Any]) -> Predicate:
+    valid = [k.value for k in ContentKind]
+    for k in kinds:
+        if k not in valid:
+            raise ValueError(f"unknown content kind {k!r}{suggest(str(k), valid)}")
+    wanted = frozenset(ContentKind(k) for k in kinds)
+    return lambda ex: ex.signals is not None and ex.signals.content in wanted
+
+
+# The closed set of match keys. Each compiles its list of values into one predicate.
+MATCH_KEYS: dict[str, MatchCompiler] = {
+    "path": _compile_path,
+    "method": _compile_method,
+    "content": _compile_content,
+}
+
+# Actions the proxy can carry out today, with their parameter validators. Audio actions are
+# refused at load until they exist: a rule must never silently fall back to serving the file.
+ParamsValidator = Callable[[dict[str, Any]], None]
+
+
+def _no_params(params: dict[str, Any]) -> None:
+    if params:
+        raise ValueError(f"takes no params, got {', '.join(sorted(params))}")
+
+
+ACTIONS: dict[Action, ParamsValidator] = {
+    Action.ALLOW: _no_params,
+    Action.BLOCK: _no_params,
+}
+RULE_KEYS = ("name", "description", "match", "action", "params", "shadow")
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    name: str
+    origin: str  # "rules/20-ai.yaml:14 ai-audio"
+    predicates: tuple[Predicate, ...]
+    verdict: Verdict
+
+    def matches(self, ex: Exchange) -> bool:
+        return all(p(ex) for p in self.predicates)
+
+
+@dataclass(frozen=True, slots=True)
+class RuleSet:
+    rules: tuple[Rule, ...]
+    files: tuple[str, ...]
+
+    def decide(self, ex: Exchange) -> Verdict:
+        for rule in self.rules:
+            if rule.matches(ex):
+                return rule.verdict
+        return DEFAULT_ALLOW
+
+
+EMPTY_RULESET = RuleSet(rules=(), files=())
+
+
+class LiveRules:
+    """The rule set in force. Reload swaps in a whole new RuleSet or, on error, keeps the old."""
+
+    def __init__(self, ruleset: RuleSet) -> None:
+        self.current = ruleset
+
+    def decide(self, ex: Exchange) -> Verdict:
+        return self.current.decide(ex)
+
+
+def rule_hash(raw: LocatedDict) -> str:
+    """A short stable hash of what the rule says (not where it stands)."""
+    body = {k: raw.get(k) for k in ("match", "action", "params", "shadow")}
+    canonical = json.dumps(body, sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:12]
+
+
+def _compile_rule(
+    raw: Any, mark: Mark, display: str, seen: dict[str, Mark], problems: list[Problem]
+) -> Rule | None:
+    if not isinstance(raw, LocatedDict):
+        problems.append(Problem(mark, "each rule must be a mapping"))
+        return None
+    name = raw.get("name")
+    if not isinstance(name, str) or not re.fullmatch(r"[a-z0-9][a-z0-9._-]*", name):
+        problems.append(
+            Problem(raw.value_mark("name") if "name" in raw else raw.mark,
+                    "every rule needs a 'name' of lower-case letters, digits, '.', '_' or '-'")
+        )
+        name = "?"
+    elif name in seen:
+        problems.append(
+            Problem(raw.value_mark("name"), f"rule '{name}': duplicate name (first at "
+                    f"{seen[name].file}:{seen[name].line})")
+        )
+    else:
+        seen[name] = raw.value_mark("name")
+    before = len(problems)
+
+    def fail(m: Mark, message: str) -> None:
+        problems.append(Problem(m, f"rule '{name}': {message}"))
+
+    for key in raw:
+        if key not in RULE_KEYS:
+            fail(raw.key_mark(key), f"unknown key '{key}'{suggest(key, RULE_KEYS)}")
+
+    predicates: list[Predicate] = []
+    match = raw.get("match", None)
+    if match is None:
+        fail(raw.mark, "missing 'match' (use 'match: {}' to match every request)")
+    elif not isinstance(match, LocatedDict):
+        fail(raw.value_mark("match"), "'match' must be a mapping of match keys")
+    else:
+        for key, value in match.items():
+            compiler = MATCH_KEYS.get(key)
+            if compiler is None:
+                fail(match.key_mark(key), f"unknown match key '{key}'{suggest(key, MATCH_KEYS)}")
+                continue
+            values = list(value) if isinstance(value, list) else [value]
+            if not values or any(isinstance(v, dict | list) or v is None for v in values):
+                fail(match.value_mark(key), f"match key '{key}' takes a value or a list of values")
+                continue
+            try:
+                predicates.append(compiler(values))
+            except (ValueError, re.error) as exc:
+                fail(match.value_mark(key), f"match key '{key}': {exc}")
+
+    action_text = raw.get("action")
+    action: Action | None = None
+    if action_text is None:
+        fail(raw.mark, "missing 'action'")
+    elif action_text not in {a.value for a in Action}:
+        names = [a.value for a in Action]
+        fail(raw.value_mark("action"),
+             f"unknown action {action_text!r}{suggest(str(action_text), names)}")
+    elif Action(action_text) not in ACTIONS:
+        fail(raw.value_mark("action"),
+             f"action '{action_text}' is not available in this version of SonicShield; "
+             f"available: {', '.join(a.value for a in ACTIONS)}")
+    else:
+        action = Action(action_text)
+
+    params = raw.get("params") or {}
+    if not isinstance(params, dict):
+        fail(raw.value_mark("params"), "'params' must be a mapping")
+        params = {}
+    elif action is not None:
+        try:
+            ACTIONS[action](params)
+        except (ValueError, TypeError) as exc:
+            fail(raw.value_mark("params"), f"params for '{action.value}': {exc}")
+
+    shadow = raw.get("shadow", False)
+    if not isinstance(shadow, bool):
+        fail(raw.value_mark("shadow"), "'shadow' must be true or false")
+
+    if len(problems) > before or action is None:
+        return None
+    origin = f"{display}:{raw.mark.line} {name}"
+    verdict = Verdict(
+        action=action,
+        origin=origin,
+        rule_hash=rule_hash(raw),
+        params=tuple(sorted(params.items())),
+        shadow=bool(shadow),
+    )
+    return Rule(name=name, origin=origin, predicates=tuple(predicates), verdict=verdict)
+
+
+def load_rules(directory: Path) -> RuleSet:
+    """Load and compile every rule file of a directory; ConfigError lists all problems.
+
+    Files are named as `DIR/FILE` (the rules folder's own name and the file's), which keeps
+    verdict origins short and the same wherever the folder is deployed.
+    """
+    if not directory.is_dir():
+        raise ConfigError([Problem(Mark(str(directory), 0, 0), "rules directory does not exist")])
+    problems: list[Problem] = []
+    rules: list[Rule] = []
+    seen: dict[str, Mark] = {}
+    files = sorted(p for p in directory.iterdir() if p.suffix in (".yaml", ".yml") and p.is_file())
+    for path in files:
+        display = f"{directory.name}/{path.name}"
+        try:
+            doc = load_yaml_file(path, display)
+        except ConfigError as exc:
+            problems.extend(exc.problems)
+            continue
+        if doc is None:
+            continue
+        if not isinstance(doc, LocatedDict):
+            problems.append(Problem(Mark(display, 1, 1), "a rule file must be a mapping"))
+            continue
+        for key in doc:
+            if key not in ("version", "rules"):
+                problems.append(Problem(doc.key_mark(key), f"unknown key '{key}' in a rule file"
+                                        f"{suggest(key, ('version', 'rules'))}"))
+        if doc.get("version") != 1:
+            problems.append(Problem(doc.value_mark("version") if "version" in doc else doc.mark,
+                                    "'version: 1' is required"))
+        items = doc.get("rules", [])
+        if not isinstance(items, LocatedList):
+            problems.append(Problem(doc.value_mark("rules"), "'rules' must be a list"))
+            continue
+        for i, item in enumerate(items):
+            rule = _compile_rule(item, items.item_mark(i), display, seen, problems)
+            if rule is not None:
+                rules.append(rule)
+    if problems:
+        raise ConfigError(problems)
+    return RuleSet(rules=tuple(rules), files=tuple(f"{directory.name}/{p.name}" for p in files))

@@ -1,0 +1,208 @@
+"""Running the proxy: one process, or a supervisor with N SO_REUSEPORT workers.
+
+Signals: SIGTERM/SIGINT stop accepting and let in-flight streams finish for
+`timeouts.shutdown_grace` seconds; SIGHUP reloads the rule files (a bad reload keeps the old
+rules). With several workers the supervisor forwards both to every worker, serves the admin
+listener itself and aggregates the workers' metrics (prometheus-client multiprocess mode).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import multiprocessing
+import os
+import shutil
+import signal
+import sys
+import tempfile
+from collections.abc import Callable
+from contextlib import suppress
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry, generate_latest
+
+from .admin import build_admin_app, upstream_readiness
+from .app import build_app, runner_kwargs
+from .app_keys import RULES, STREAMS, UPSTREAM
+from .forward import make_session
+from .logs import log_event, setup_logging
+from .metrics import Metrics
+from .rules import LiveRules, load_rules
+from .settings import Listen, Settings
+from .yamlsource import ConfigError
+
+log = logging.getLogger("sonicshield")
+_MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+
+def new_event_loop() -> asyncio.AbstractEventLoop:
+    """uvloop when installed (faster in every paired run here), else the default loop."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
+
+
+def reload_rules(live: LiveRules, directory: Path) -> bool:
+    try:
+        ruleset = load_rules(directory)
+    except ConfigError as exc:
+        log_event(log, logging.ERROR, "rules-reload-failed", errors=[str(p) for p in exc.problems])
+        return False
+    live.current = ruleset
+    log_event(log, logging.INFO, "rules-reloaded", files=len(ruleset.files),
+              rules=len(ruleset.rules))
+    return True
+
+
+async def _start_sites(
+    runner: web.BaseRunner, listens: tuple[Listen, ...], reuse_port: bool
+) -> list[str]:
+    for listen in listens:
+        await web.TCPSite(runner, listen.host, listen.port, reuse_port=reuse_port).start()
+    out = []
+    for addr in runner.addresses:
+        host, port = addr[0], addr[1]
+        out.append(f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
+    return out
+
+
+def _install_signals(stop: asyncio.Event, on_hup: Callable[[], object]) -> None:
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    loop.add_signal_handler(signal.SIGINT, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, on_hup)
+
+
+async def serve(
+    settings: Settings, rules: LiveRules, *, with_admin: bool, reuse_port: bool,
+    on_ready: Callable[[list[str], list[str]], None] | None = None,
+) -> None:
+    """Run one proxy process until SIGTERM/SIGINT, then drain."""
+    metrics = Metrics(CollectorRegistry())
+    app = build_app(settings, rules, metrics)
+    runner = web.AppRunner(app, handle_signals=False, **runner_kwargs(settings))  # type: ignore[arg-type]
+    await runner.setup()
+    admin_runner: web.AppRunner | None = None
+    try:
+        addresses = await _start_sites(runner, settings.listen, reuse_port)
+        admin_addresses: list[str] = []
+        if with_admin and settings.admin.listen is not None:
+            readiness = upstream_readiness(settings, app[UPSTREAM].session)
+            admin_app = build_admin_app(lambda: generate_latest(metrics.registry), readiness)
+            admin_runner = web.AppRunner(admin_app, access_log=None, handle_signals=False)
+            await admin_runner.setup()
+            admin_addresses = await _start_sites(admin_runner, (settings.admin.listen,), False)
+        log_event(log, logging.INFO, "listening", proxy=addresses, admin=admin_addresses,
+                  upstream=settings.upstream.url, pid=os.getpid())
+        if on_ready is not None:
+            on_ready(addresses, admin_addresses)
+        stop = asyncio.Event()
+        _install_signals(stop, lambda: reload_rules(app[RULES], settings.rules_dir))
+        await stop.wait()
+        log_event(log, logging.INFO, "draining", grace_s=settings.timeouts.shutdown_grace,
+                  in_flight=sum(app[STREAMS].open.values()))
+    finally:
+        if admin_runner is not None:
+            await admin_runner.cleanup()
+        await runner.cleanup()
+    log_event(log, logging.INFO, "stopped", pid=os.getpid())
+
+
+def _worker_main(settings: Settings, index: int) -> None:
+    setup_logging(settings.log.format, settings.log.level)
+    if not settings.log.access_log:
+        logging.getLogger("sonicshield.access").disabled = True
+    live = LiveRules(load_rules(settings.rules_dir))
+    with asyncio.Runner(loop_factory=new_event_loop) as runner:
+        runner.run(serve(settings, live, with_admin=False, reuse_port=True))
+
+
+async def _supervise(settings: Settings) -> None:
+    """Start the workers, serve the admin listener, forward signals, restart crashed workers."""
+    from prometheus_client import multiprocess
+
+    ctx = multiprocessing.get_context("spawn")
+    workers: dict[int, Any] = {}
+
+    def spawn(index: int) -> None:
+        proc = ctx.Process(target=_worker_main, args=(settings, index), name=f"worker-{index}")
+        proc.start()
+        workers[index] = proc
+
+    for i in range(settings.workers):
+        spawn(i)
+
+    def aggregated_metrics() -> bytes:
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        return generate_latest(registry)
+
+    stop = asyncio.Event()
+
+    def forward_hup() -> None:
+        for proc in workers.values():
+            if proc.pid:
+                os.kill(proc.pid, signal.SIGHUP)
+
+    _install_signals(stop, forward_hup)
+    session = make_session(settings)
+    admin_runner: web.AppRunner | None = None
+    try:
+        if settings.admin.listen is not None:
+            admin_app = build_admin_app(aggregated_metrics, upstream_readiness(settings, session))
+            admin_runner = web.AppRunner(admin_app, access_log=None, handle_signals=False)
+            await admin_runner.setup()
+            admin = await _start_sites(admin_runner, (settings.admin.listen,), False)
+            log_event(log, logging.INFO, "supervisor", workers=settings.workers, admin=admin)
+        while not stop.is_set():
+            with suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=1.0)
+            for index, proc in list(workers.items()):
+                if not stop.is_set() and not proc.is_alive():
+                    log_event(log, logging.ERROR, "worker-died", worker=index,
+                              exitcode=proc.exitcode)
+                    multiprocess.mark_process_dead(proc.pid)  # type: ignore[no-untyped-call]
+                    spawn(index)
+        for proc in workers.values():
+            if proc.is_alive() and proc.pid:
+                os.kill(proc.pid, signal.SIGTERM)
+        deadline = asyncio.get_running_loop().time() + settings.timeouts.shutdown_grace + 5
+        for proc in workers.values():
+            remaining = max(0.0, deadline - asyncio.get_running_loop().time())
+            await asyncio.to_thread(proc.join, remaining)
+            if proc.is_alive():
+                log_event(log, logging.WARNING, "worker-killed", pid=proc.pid)
+                proc.kill()
+    finally:
+        if admin_runner is not None:
+            await admin_runner.cleanup()
+        await session.close()
+
+
+def run(settings: Settings) -> int:
+    """Run until stopped. Returns the process exit status."""
+    setup_logging(settings.log.format, settings.log.level)
+    if not settings.log.access_log:
+        logging.getLogger("sonicshield.access").disabled = True
+    try:
+        live = LiveRules(load_rules(settings.rules_dir))
+    except ConfigError as exc:
+        print(exc, flush=True, file=sys.stderr)
+        return 2
+    if settings.workers == 1:
+        with asyncio.Runner(loop_factory=new_event_loop) as runner:
+            runner.run(serve(settings, live, with_admin=True, reuse_port=False))
+        return 0
+    metrics_dir = tempfile.mkdtemp(prefix="sonicshield-metrics-")
+    os.environ[_MULTIPROC_ENV] = metrics_dir  # read by the spawned workers at import
+    try:
+        with asyncio.Runner(loop_factory=new_event_loop) as runner:
+            runner.run(_supervise(settings))
+    finally:
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+    return 0

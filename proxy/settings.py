@@ -1,0 +1,390 @@
+"""Configuration file -> frozen, validated Settings.
+
+The raw YAML (a LocatedDict) and the compiled Settings are different types: nothing past this
+module ever sees YAML. Validation reports every problem in one run as `file:line:col: message`,
+with a suggestion for misspelt keys. Unknown keys are errors: silently ignored config is a bug.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+from .yamlsource import (
+    ConfigError,
+    LocatedDict,
+    LocatedList,
+    Mark,
+    Problem,
+    load_yaml_file,
+    suggest,
+)
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class Listen:
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamSettings:
+    url: str = ""
+    # "preserve": send the client's Host; "upstream": the upstream URL's host; anything else
+    # is sent literally.
+    host_header: str = "preserve"
+    pool_size: int = 256
+    health_path: str = "/"
+
+
+@dataclass(frozen=True, slots=True)
+class Timeouts:
+    upstream_connect: float = 5.0
+    upstream_response: float = 60.0  # until the upstream's response headers arrive
+    upstream_idle: float = 60.0  # between two body reads from the upstream
+    # Time a client has, from connecting or from the end of its previous response, to send a
+    # complete request head. aiohttp runs one timer for both, so this is also the keep-alive
+    # idle limit (slowloris defence).
+    client_header: float = 15.0
+    client_idle: float = 60.0  # between two body reads from / writes to the client
+    shutdown_grace: float = 30.0  # SIGTERM: how long in-flight streams may finish
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    max_request_line: int = 8190
+    max_header_field: int = 8190
+    max_headers: int = 100
+    max_request_body: int = 1 << 30  # bytes; 0 = unlimited
+    streams_per_client: int = 16  # concurrent responses per client address; 0 = unlimited
+
+
+@dataclass(frozen=True, slots=True)
+class AdminSettings:
+    listen: Listen | None = Listen("127.0.0.1", 9180)
+    token: str | None = None  # required for mutating admin endpoints
+
+
+@dataclass(frozen=True, slots=True)
+class LogSettings:
+    format: str = "json"  # json | text
+    level: str = "info"
+    access_log: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    listen: tuple[Listen, ...] = (Listen("0.0.0.0", 8080),)
+    upstream: UpstreamSettings = field(default_factory=UpstreamSettings)
+    trusted_proxies: tuple[IPNetwork, ...] = ()
+    timeouts: Timeouts = field(default_factory=Timeouts)
+    limits: Limits = field(default_factory=Limits)
+    rules_dir: Path = Path("rules")
+    admin: AdminSettings = field(default_factory=AdminSettings)
+    workers: int = 1
+    log: LogSettings = field(default_factory=LogSettings)
+    verdict_header: bool = False  # send X-SonicShield-Verdict on responses
+    source: str = "<defaults>"
+
+
+LOG_LEVELS = ("debug", "info", "warning", "error")
+DEFAULTS = Settings()
+
+
+class _Reader:
+    """Reads typed values from a LocatedDict, collecting problems instead of stopping."""
+
+    def __init__(self) -> None:
+        self.problems: list[Problem] = []
+
+    def fail(self, mark: Mark, message: str) -> None:
+        self.problems.append(Problem(mark, message))
+
+    def keys(self, d: LocatedDict, allowed: Iterable[str], where: str) -> None:
+        allowed = list(allowed)
+        for key in d:
+            if key not in allowed:
+                self.fail(d.key_mark(key), f"unknown key '{key}' in {where}{suggest(key, allowed)}")
+
+    def section(self, d: LocatedDict, key: str, allowed: Iterable[str]) -> LocatedDict:
+        value = d.get(key)
+        if value is None:
+            return _empty(d.value_mark(key))
+        if not isinstance(value, LocatedDict):
+            self.fail(d.value_mark(key), f"'{key}' must be a mapping")
+            return _empty(d.value_mark(key))
+        self.keys(value, allowed, f"'{key}'")
+        return value
+
+    def value(
+        self, d: LocatedDict, key: str, default: T, parse: Callable[[Any], T], what: str
+    ) -> T:
+        if key not in d or (d[key] is None and default is None):
+            return default
+        try:
+            return parse(d[key])
+        except (ValueError, TypeError) as exc:
+            detail = f": {exc}" if str(exc) else ""
+            self.fail(d.value_mark(key), f"'{key}' must be {what}{detail}")
+            return default
+
+    def number(self, d: LocatedDict, key: str, default: float, minimum: float = 0.0) -> float:
+        def parse(v: Any) -> float:
+            if isinstance(v, bool) or not isinstance(v, int | float):
+                raise TypeError
+            if v <= minimum:
+                raise ValueError(f"got {v}")
+            return float(v)
+
+        return self.value(d, key, default, parse, f"a number of seconds greater than {minimum:g}")
+
+    def integer(self, d: LocatedDict, key: str, default: int, minimum: int, maximum: int) -> int:
+        def parse(v: Any) -> int:
+            if isinstance(v, bool) or not isinstance(v, int):
+                raise TypeError
+            if not minimum <= v <= maximum:
+                raise ValueError(f"got {v}")
+            return v
+
+        return self.value(d, key, default, parse, f"an integer from {minimum} to {maximum}")
+
+    def boolean(self, d: LocatedDict, key: str, default: bool) -> bool:
+        def parse(v: Any) -> bool:
+            if not isinstance(v, bool):
+                raise TypeError
+            return v
+
+        return self.value(d, key, default, parse, "true or false")
+
+    def string(self, d: LocatedDict, key: str, default: str) -> str:
+        def parse(v: Any) -> str:
+            if not isinstance(v, str) or not v:
+                raise TypeError
+            return v
+
+        return self.value(d, key, default, parse, "a non-empty string")
+
+    def choice(self, d: LocatedDict, key: str, default: str, choices: tuple[str, ...]) -> str:
+        def parse(v: Any) -> str:
+            if v not in choices:
+                raise ValueError(f"got {v!r}")
+            return str(v)
+
+        return self.value(d, key, default, parse, "one of " + ", ".join(choices))
+
+    def items(self, d: LocatedDict, key: str) -> list[tuple[Any, Mark]]:
+        """A list value (a single scalar is accepted as a list of one)."""
+        if key not in d or d[key] is None:
+            return []
+        value = d[key]
+        if isinstance(value, LocatedList):
+            return [(item, value.item_mark(i)) for i, item in enumerate(value)]
+        if isinstance(value, LocatedDict):
+            self.fail(d.value_mark(key), f"'{key}' must be a list")
+            return []
+        return [(value, d.value_mark(key))]
+
+
+def parse_listen(text: Any) -> Listen:
+    """'HOST:PORT', '[v6]:PORT' or ':PORT' (all IPv4 interfaces)."""
+    if isinstance(text, int) and not isinstance(text, bool):
+        text = f":{text}"
+    if not isinstance(text, str):
+        raise TypeError
+    host, sep, port_text = text.rpartition(":")
+    if not sep or not port_text.isdigit():
+        raise ValueError(f"got {text!r}, expected HOST:PORT")
+    port = int(port_text)
+    if not 0 <= port <= 65535:
+        raise ValueError(f"port {port} is out of range")
+    host = host or "0.0.0.0"
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+        ipaddress.IPv6Address(host)
+    elif ":" in host:
+        raise ValueError(f"got {text!r}; write IPv6 addresses in brackets: [::1]:8080")
+    return Listen(host, port)
+
+
+def parse_upstream_url(value: Any) -> str:
+    if not isinstance(value, str):
+        raise TypeError
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"got {value!r}")
+    if parts.query or parts.fragment:
+        raise ValueError("no query or fragment allowed")
+    return value.rstrip("/")
+
+
+def _parse_network(value: Any) -> IPNetwork:
+    if not isinstance(value, str):
+        raise TypeError
+    return ipaddress.ip_network(value, strict=False)
+
+
+TOP_KEYS = (
+    "listen",
+    "upstream",
+    "trusted_proxies",
+    "timeouts",
+    "limits",
+    "rules_dir",
+    "admin",
+    "workers",
+    "log",
+    "verdict_header",
+)
+
+
+def settings_from_mapping(raw: LocatedDict, base_dir: Path, source: str) -> Settings:
+    """Validate a parsed config mapping; raise ConfigError listing every problem."""
+    r = _Reader()
+    r.keys(raw, TOP_KEYS, "the config file")
+
+    listens = []
+    for item, mark in r.items(raw, "listen"):
+        try:
+            listens.append(parse_listen(item))
+        except (ValueError, TypeError) as exc:
+            r.fail(mark, f"'listen' entries must be HOST:PORT{': ' + str(exc) if str(exc) else ''}")
+
+    up = r.section(raw, "upstream", ("url", "host_header", "pool_size", "health_path"))
+    d_up = DEFAULTS.upstream
+    upstream = UpstreamSettings(
+        url=r.value(up, "url", d_up.url, parse_upstream_url, "an http:// or https:// URL"),
+        host_header=r.string(up, "host_header", d_up.host_header),
+        pool_size=r.integer(up, "pool_size", d_up.pool_size, 1, 100_000),
+        health_path=r.value(up, "health_path", d_up.health_path, _parse_path, "a path like /"),
+    )
+
+    networks = []
+    for item, mark in r.items(raw, "trusted_proxies"):
+        try:
+            networks.append(_parse_network(item))
+        except (ValueError, TypeError):
+            r.fail(mark, f"'trusted_proxies' entries must be addresses or CIDRs, got {item!r}")
+
+    t = r.section(raw, "timeouts", Timeouts.__slots__)
+    d_t = DEFAULTS.timeouts
+    timeouts = Timeouts(**{k: r.number(t, k, getattr(d_t, k)) for k in Timeouts.__slots__})
+
+    lim = r.section(raw, "limits", Limits.__slots__)
+    d_l = DEFAULTS.limits
+    limits = Limits(
+        max_request_line=r.integer(lim, "max_request_line", d_l.max_request_line, 256, 65536),
+        max_header_field=r.integer(lim, "max_header_field", d_l.max_header_field, 256, 65536),
+        max_headers=r.integer(lim, "max_headers", d_l.max_headers, 8, 1000),
+        max_request_body=r.integer(lim, "max_request_body", d_l.max_request_body, 0, 1 << 50),
+        streams_per_client=r.integer(lim, "streams_per_client", d_l.streams_per_client, 0, 10_000),
+    )
+
+    adm = r.section(raw, "admin", ("listen", "token"))
+    d_a = DEFAULTS.admin
+    admin_listen = d_a.listen
+    if "listen" in adm:
+        admin_listen = (
+            None
+            if adm["listen"] is None
+            else r.value(adm, "listen", d_a.listen, parse_listen, "HOST:PORT or null")
+        )
+    token = r.value(adm, "token", None, _parse_token, _TOKEN)
+    admin = AdminSettings(listen=admin_listen, token=token)
+
+    lg = r.section(raw, "log", ("format", "level", "access_log"))
+    d_g = DEFAULTS.log
+    log = LogSettings(
+        format=r.choice(lg, "format", d_g.format, ("json", "text")),
+        level=r.choice(lg, "level", d_g.level, LOG_LEVELS),
+        access_log=r.boolean(lg, "access_log", d_g.access_log),
+    )
+
+    rules_dir = Path(r.string(raw, "rules_dir", str(DEFAULTS.rules_dir)))
+    settings = Settings(
+        listen=tuple(listens) or DEFAULTS.listen,
+        upstream=upstream,
+        trusted_proxies=tuple(networks),
+        timeouts=timeouts,
+        limits=limits,
+        rules_dir=rules_dir if rules_dir.is_absolute() else base_dir / rules_dir,
+        admin=admin,
+        workers=r.integer(raw, "workers", DEFAULTS.workers, 1, 64),
+        log=log,
+        verdict_header=r.boolean(raw, "verdict_header", DEFAULTS.verdict_header),
+        source=source,
+    )
+    if r.problems:
+        raise ConfigError(r.problems)
+    return settings
+
+
+_TOKEN = "a string of at least 16 characters"
+
+
+def _parse_token(value: Any) -> str:
+    if not isinstance(value, str):
+        raise TypeError
+    if len(value) < 16:
+        raise ValueError(f"it has {len(value)}")
+    return value
+
+
+def _parse_path(value: Any) -> str:
+    if not isinstance(value, str) or not value.startswith("/"):
+        raise ValueError
+    return value
+
+
+def _empty(mark: Mark) -> LocatedDict:
+    d = LocatedDict()
+    d.mark, d.key_marks, d.value_marks = mark, {}, {}
+    return d
+
+
+def load_settings(path: Path | None, overrides: dict[str, Any] | None = None) -> Settings:
+    """Load a config file (or the defaults when path is None) and apply command-line overrides.
+
+    Overrides use the config file's own key paths ("upstream.url", "listen", "rules_dir",
+    "workers") and are validated like file values; their problems name the command-line flag.
+    """
+    if path is not None:
+        raw = load_yaml_file(path)
+        if raw is None:
+            raw = _empty(Mark(str(path), 1, 1))
+        if not isinstance(raw, LocatedDict):
+            raise ConfigError([Problem(Mark(str(path), 1, 1), "the config file must be a mapping")])
+        base_dir, source = path.resolve().parent, str(path)
+    else:
+        raw, base_dir, source = _empty(Mark("<defaults>", 0, 0)), Path.cwd(), "<defaults>"
+
+    for dotted, (flag, value) in (overrides or {}).items():
+        target = raw
+        *parents, last = dotted.split(".")
+        for part in parents:
+            if not isinstance(target.get(part), LocatedDict):
+                target[part] = _empty(Mark(flag, 0, 0))
+            target = target[part]
+        if isinstance(value, list):
+            located = LocatedList(value)
+            located.mark, located.item_marks = Mark(flag, 0, 0), [Mark(flag, 0, 0)] * len(value)
+            value = located
+        target[last] = value
+        target.key_marks[last] = target.value_marks[last] = Mark(flag, 0, 0)
+
+    settings = settings_from_mapping(raw, base_dir, source)
+    if not settings.upstream.url:
+        where = Mark(source, 0, 0) if path is None else raw.mark
+        raise ConfigError(
+            [Problem(where, "no upstream: set upstream.url in the config file or pass --upstream")]
+        )
+    return settings

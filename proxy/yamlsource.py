@@ -1,0 +1,175 @@
+"""YAML loading that remembers where every key and value came from.
+
+Settings and rule files are validated after parsing, and a semantic error ("unknown key
+'ua_clas'") is only useful with its file:line:col. This loader builds plain dicts and lists
+(subclasses that carry marks), so validators work on ordinary Python values.
+
+It is also a trust boundary: rule files may come from anywhere. Aliases are refused outright
+(they are the "billion laughs" amplifier and config files never need them), duplicate keys are
+an error instead of PyYAML's silent last-one-wins, and file size is capped before parsing.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from yaml.events import AliasEvent
+from yaml.nodes import MappingNode, Node, SequenceNode
+
+MAX_FILE_BYTES = 1 << 20
+
+
+@dataclass(frozen=True, slots=True)
+class Mark:
+    file: str
+    line: int  # 1-based
+    col: int  # 1-based
+
+    def __str__(self) -> str:
+        # line 0 marks a value that came from no file line (a command-line flag, a default)
+        return f"{self.file}:{self.line}:{self.col}" if self.line else self.file
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    mark: Mark
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.mark}: {self.message}"
+
+
+class ConfigError(Exception):
+    """One or more problems in a config or rule file; str() lists them one per line."""
+
+    def __init__(self, problems: Iterable[Problem]) -> None:
+        self.problems = sorted(problems, key=lambda p: (p.mark.file, p.mark.line, p.mark.col))
+        super().__init__("\n".join(str(p) for p in self.problems))
+
+
+class LocatedDict(dict[str, Any]):
+    """A mapping that knows where it, each key and each value stand in the source."""
+
+    mark: Mark
+    key_marks: dict[str, Mark]
+    value_marks: dict[str, Mark]
+
+    def key_mark(self, key: str) -> Mark:
+        return self.key_marks.get(key, self.mark)
+
+    def value_mark(self, key: str) -> Mark:
+        return self.value_marks.get(key, self.mark)
+
+
+class LocatedList(list[Any]):
+    """A sequence that knows where it and each item stand in the source."""
+
+    mark: Mark
+    item_marks: list[Mark]
+
+    def item_mark(self, index: int) -> Mark:
+        return self.item_marks[index] if index < len(self.item_marks) else self.mark
+
+
+def _mark(node: Node) -> Mark:
+    m = node.start_mark
+    return Mark(m.name, m.line + 1, m.column + 1)
+
+
+class _LocatingLoader(yaml.SafeLoader):
+    def compose_node(self, parent: Node | None, index: Any) -> Node | None:
+        if self.check_event(AliasEvent):
+            m = self.peek_event().start_mark  # type: ignore[no-untyped-call]
+            raise _LoadProblem(
+                Mark(m.name, m.line + 1, m.column + 1),
+                "YAML aliases (*name) are not allowed here; write the value out",
+            )
+        return super().compose_node(parent, index)
+
+    def construct_mapping(  # type: ignore[override]
+        self, node: MappingNode, deep: bool = False
+    ) -> LocatedDict:
+        if not isinstance(node, MappingNode):
+            raise _LoadProblem(_mark(node), "expected a mapping")
+        result = LocatedDict()
+        result.mark = _mark(node)
+        result.key_marks = {}
+        result.value_marks = {}
+        for key_node, value_node in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if not isinstance(key, str):
+                raise _LoadProblem(_mark(key_node), f"keys must be strings, not {key!r}")
+            if key in result:
+                first = result.key_marks[key]
+                raise _LoadProblem(
+                    _mark(key_node), f"duplicate key '{key}' (first defined at line {first.line})"
+                )
+            result[key] = self.construct_object(value_node, deep=True)
+            result.key_marks[key] = _mark(key_node)
+            result.value_marks[key] = _mark(value_node)
+        return result
+
+    def construct_sequence(self, node: SequenceNode, deep: bool = False) -> LocatedList:
+        result = LocatedList(self.construct_object(child, deep=True) for child in node.value)
+        result.mark = _mark(node)
+        result.item_marks = [_mark(child) for child in node.value]
+        return result
+
+
+_LocatingLoader.add_constructor("tag:yaml.org,2002:map", _LocatingLoader.construct_mapping)
+_LocatingLoader.add_constructor("tag:yaml.org,2002:seq", _LocatingLoader.construct_sequence)
+
+
+class _LoadProblem(Exception):
+    def __init__(self, mark: Mark, message: str) -> None:
+        super().__init__(message)
+        self.problem = Problem(mark, message)
+
+
+def load_yaml_text(text: str, name: str) -> Any:
+    """Parse YAML text; raise ConfigError naming file:line:col on any syntax problem."""
+    loader = _LocatingLoader(text)
+    loader.name = name
+    try:
+        return loader.get_single_data()
+    except _LoadProblem as exc:
+        raise ConfigError([exc.problem]) from None
+    except yaml.MarkedYAMLError as exc:
+        m = exc.problem_mark or exc.context_mark
+        mark = Mark(name, m.line + 1, m.column + 1) if m else Mark(name, 1, 1)
+        raise ConfigError([Problem(mark, f"invalid YAML: {exc.problem or exc.context}")]) from None
+    except yaml.YAMLError as exc:
+        raise ConfigError([Problem(Mark(name, 1, 1), f"invalid YAML: {exc}")]) from None
+    finally:
+        loader.dispose()
+
+
+def load_yaml_file(path: Path, display_name: str | None = None) -> Any:
+    """Read and parse a YAML file with a size cap; errors are ConfigError with file:line:col."""
+    name = display_name or str(path)
+    try:
+        size = path.stat().st_size
+        if size > MAX_FILE_BYTES:
+            raise ConfigError(
+                [Problem(Mark(name, 1, 1), f"file is {size} bytes; the limit is {MAX_FILE_BYTES}")]
+            )
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError([Problem(Mark(name, 1, 1), f"cannot read: {exc.strerror}")]) from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise ConfigError([Problem(Mark(name, line, 1), "file is not valid UTF-8")]) from None
+    return load_yaml_text(text, name)
+
+
+def suggest(word: str, choices: Iterable[str]) -> str:
+    """' (did you mean 'x'?)' when a close match exists, else ''."""
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return f" (did you mean '{close[0]}'?)" if close else ""
