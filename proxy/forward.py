@@ -211,6 +211,10 @@ async def stream_response(
         _abort(request)
     except ConnectionError:
         ex.error = "client-abort"
+    except asyncio.CancelledError:
+        # a server run with handler_cancellation cancels the handler when the client goes
+        ex.error = "client-abort"
+        raise
     except aiohttp.ClientPayloadError as exc:
         ex.error = f"upstream-body-error: {exc}"
         _abort(request)

@@ -1,0 +1,236 @@
+"""Shared fixtures: real servers on loopback, polled with deadlines (never slept for)."""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+
+from proxy.app import build_app, runner_kwargs
+from proxy.demo.catalogue import ensure_catalogue
+from proxy.rules import LiveRules, load_rules
+from proxy.settings import AdminSettings, Listen, Settings, Timeouts, UpstreamSettings
+
+ROOT = Path(__file__).resolve().parent.parent
+RULES_DIR = ROOT / "rules"
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for_port(host: str, port: int, timeout: float = 30.0, proc: subprocess.Popen | None = None):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"process exited with {proc.returncode} before listening")
+        try:
+            with socket.create_connection((host, port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"nothing listening on {host}:{port} after {timeout}s")
+
+
+@pytest.fixture(scope="session")
+def media_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The demo catalogue, rendered once per test session."""
+    return ensure_catalogue(tmp_path_factory.mktemp("demo-media"))
+
+
+def proxy_settings(upstream: str, **changes: object) -> Settings:
+    base = Settings(
+        listen=(Listen("127.0.0.1", 0),),
+        upstream=UpstreamSettings(url=upstream),
+        rules_dir=RULES_DIR,
+        admin=AdminSettings(listen=None),
+        timeouts=Timeouts(
+            upstream_connect=2.0, upstream_response=5.0, upstream_idle=5.0, shutdown_grace=2.0
+        ),
+    )
+    return replace(base, **changes)  # type: ignore[arg-type]
+
+
+def default_rules() -> LiveRules:
+    return LiveRules(load_rules(RULES_DIR))
+
+
+@pytest.fixture
+async def run_proxy() -> AsyncIterator:
+    """Start the proxy app in this loop exactly as production runs it (same runner settings)."""
+    runners: list[web.AppRunner] = []
+
+    async def start(settings: Settings, rules: LiveRules | None = None) -> str:
+        app = build_app(settings, rules or default_rules())
+        runner = web.AppRunner(app, **runner_kwargs(settings))  # type: ignore[arg-type]
+        await runner.setup()
+        runners.append(runner)
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        return f"http://127.0.0.1:{runner.addresses[0][1]}"
+
+    yield start
+    for runner in runners:
+        await runner.cleanup()
+
+
+class ProxyProcess:
+    """`python -m proxy run` in a subprocess, for memory, signal and socket-level tests."""
+
+    def __init__(self, tmp: Path, config: str, port: int, admin_port: int | None = None) -> None:
+        self.config = tmp / "sonicshield.yaml"
+        self.config.write_text(config)
+        self.stderr_path = tmp / "proxy.stderr"
+        self.port = port
+        self.admin_port = admin_port
+        self._stderr = self.stderr_path.open("wb")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "proxy", "run", "--config", str(self.config)],
+            stdout=subprocess.DEVNULL,
+            stderr=self._stderr,
+            cwd=ROOT,
+        )
+        wait_for_port("127.0.0.1", port, proc=self.proc)
+        if admin_port:
+            wait_for_port("127.0.0.1", admin_port, proc=self.proc)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def log(self) -> str:
+        return self.stderr_path.read_text(errors="replace")
+
+    def rss(self) -> int:
+        import psutil
+
+        proc = psutil.Process(self.proc.pid)
+        return int(proc.memory_info().rss + sum(c.memory_info().rss for c in proc.children()))
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        try:
+            return self.proc.wait(timeout)
+        finally:
+            self._stderr.close()
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+        self._stderr.close()
+
+
+def proxy_config(upstream: str, port: int, *, admin_port: int | None = None, extra: str = "") -> str:
+    admin = f"admin:\n  listen: 127.0.0.1:{admin_port}\n" if admin_port else "admin:\n  listen: null\n"
+    return (
+        f"listen: 127.0.0.1:{port}\nupstream:\n  url: {upstream}\nrules_dir: {RULES_DIR}\n"
+        f"{admin}log:\n  format: json\n{extra}"
+    )
+
+
+@pytest.fixture
+def spawn_proxy(tmp_path: Path) -> Iterator:
+    started: list[ProxyProcess] = []
+
+    def spawn(upstream: str, extra: str = "", admin: bool = False) -> ProxyProcess:
+        port = free_port()
+        admin_port = free_port() if admin else None
+        config = proxy_config(upstream, port, admin_port=admin_port, extra=extra)
+        p = ProxyProcess(tmp_path / f"p{len(started)}", config, port, admin_port)
+        started.append(p)
+        return p
+
+    for i in range(4):
+        (tmp_path / f"p{i}").mkdir()
+    yield spawn
+    for p in started:
+        p.kill()
+
+
+NGINX_CONF = """
+{user}
+worker_processes 1;
+daemon off;
+pid {tmp}/nginx.pid;
+error_log {tmp}/error.log warn;
+events {{ worker_connections 256; }}
+http {{
+    access_log off;
+    client_body_temp_path {tmp}/body;
+    proxy_temp_path {tmp}/proxy;
+    fastcgi_temp_path {tmp}/fastcgi;
+    uwsgi_temp_path {tmp}/uwsgi;
+    scgi_temp_path {tmp}/scgi;
+    types {{ text/plain txt; audio/mpeg mp3; text/html html; }}
+    server {{
+        listen 127.0.0.1:{port};
+        root {root};
+        gzip on;
+        gzip_types text/plain;
+        gzip_min_length 1;
+        etag on;
+        max_ranges 8;
+    }}
+}}
+"""
+
+
+class Nginx:
+    def __init__(self, tmp: Path, root: Path) -> None:
+        self.port = free_port()
+        conf = tmp / "nginx.conf"
+        # as root, nginx workers would drop to `nobody`, who cannot read pytest's private tmp
+        user = "user root;" if os.geteuid() == 0 else ""
+        conf.write_text(NGINX_CONF.format(user=user, tmp=tmp, port=self.port, root=root))
+        self.proc = subprocess.Popen(
+            [shutil.which("nginx") or "/usr/sbin/nginx", "-c", str(conf), "-p", str(tmp)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,  # nginx writes its errors to {tmp}/error.log
+            start_new_session=True,
+        )
+        wait_for_port("127.0.0.1", self.port, proc=self.proc)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGQUIT)
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+@pytest.fixture(scope="module")
+def nginx_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("nginx-root")
+    rng = random.Random(7)
+    (root / "track.mp3").write_bytes(bytes(rng.getrandbits(8) for _ in range(300_000)))
+    (root / "notes.txt").write_text("liner notes, repeated for compression\n" * 2000)
+    (root / "index.html").write_text("<!doctype html><title>store</title><p>hello</p>\n")
+    return root
+
+
+@pytest.fixture(scope="module")
+def nginx(tmp_path_factory: pytest.TempPathFactory, nginx_root: Path) -> Iterator[Nginx]:
+    if shutil.which("nginx") is None and not Path("/usr/sbin/nginx").exists():
+        pytest.fail("nginx is required (apt-get install nginx-light); .ci/run installs it")
+    server = Nginx(tmp_path_factory.mktemp("nginx"), nginx_root)
+    yield server
+    server.stop()
