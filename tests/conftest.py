@@ -102,9 +102,13 @@ class ProxyProcess:
             stderr=self._stderr,
             cwd=ROOT,
         )
-        wait_for_port("127.0.0.1", port, proc=self.proc)
-        if admin_port:
-            wait_for_port("127.0.0.1", admin_port, proc=self.proc)
+        try:
+            wait_for_port("127.0.0.1", port, proc=self.proc)
+            if admin_port:
+                wait_for_port("127.0.0.1", admin_port, proc=self.proc)
+        except (RuntimeError, TimeoutError) as exc:
+            self.kill()
+            raise RuntimeError(f"{exc}; its stderr:\n{self.log}") from None
 
     @property
     def url(self) -> str:
@@ -139,7 +143,7 @@ def proxy_config(upstream: str, port: int, *, admin_port: int | None = None, ext
     admin = f"admin:\n  listen: 127.0.0.1:{admin_port}\n" if admin_port else "admin:\n  listen: null\n"
     return (
         f"listen: 127.0.0.1:{port}\nupstream:\n  url: {upstream}\nrules_dir: {RULES_DIR}\n"
-        f"{admin}log:\n  format: json\n{extra}"
+        f"{admin}{extra}"
     )
 
 
