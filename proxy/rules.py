@@ -31,11 +31,19 @@ Predicate = Callable[[Exchange], bool]
 MatchCompiler = Callable[[list[Any]], Predicate]
 
 
+class BadMatchValue(ValueError):
+    """One value of a match key is wrong; `index` says which, so the error can point at it."""
+
+    def __init__(self, index: int, message: str) -> None:
+        super().__init__(message)
+        self.index = index
+
+
 def _compile_path(patterns: list[Any]) -> Predicate:
     """Shell-style globs on the path: /album/*, /download/*.flac, /stream/**."""
-    for p in patterns:
+    for i, p in enumerate(patterns):
         if not isinstance(p, str) or not p.startswith("/"):
-            raise ValueError(f"path patterns start with '/', got {p!r}")
+            raise BadMatchValue(i, f"path patterns start with '/', got {p!r}")
     regex = re.compile("|".join(f"(?:{fnmatch.translate(p)})" for p in patterns))
     return lambda ex: regex.match(ex.path) is not None
 
@@ -47,9 +55,9 @@ def _compile_method(methods: list[Any]) -> Predicate:
 
 def _compile_content(kinds: list[Any]) -> Predicate:
     valid = [k.value for k in ContentKind]
-    for k in kinds:
+    for i, k in enumerate(kinds):
         if k not in valid:
-            raise ValueError(f"unknown content kind {k!r}{suggest(str(k), valid)}")
+            raise BadMatchValue(i, f"unknown content kind {k!r}{suggest(str(k), valid)}")
     wanted = frozenset(ContentKind(k) for k in kinds)
     return lambda ex: ex.signals is not None and ex.signals.content in wanted
 
@@ -169,7 +177,10 @@ def _compile_rule(
             try:
                 predicates.append(compiler(values))
             except (ValueError, re.error) as exc:
-                fail(match.value_mark(key), f"match key '{key}': {exc}")
+                where = match.value_mark(key)
+                if isinstance(exc, BadMatchValue) and isinstance(value, LocatedList):
+                    where = value.item_mark(exc.index)
+                fail(where, f"match key '{key}': {exc}")
 
     action_text = raw.get("action")
     action: Action | None = None

@@ -32,7 +32,9 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(s.getsockname()[1])
 
 
-def wait_for_port(host: str, port: int, timeout: float = 30.0, proc: subprocess.Popen | None = None):
+def wait_for_port(
+    host: str, port: int, timeout: float = 30.0, proc: subprocess.Popen | None = None
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
@@ -139,8 +141,11 @@ class ProxyProcess:
         self._stderr.close()
 
 
-def proxy_config(upstream: str, port: int, *, admin_port: int | None = None, extra: str = "") -> str:
-    admin = f"admin:\n  listen: 127.0.0.1:{admin_port}\n" if admin_port else "admin:\n  listen: null\n"
+def proxy_config(
+    upstream: str, port: int, *, admin_port: int | None = None, extra: str = ""
+) -> str:
+    admin_listen = f"127.0.0.1:{admin_port}" if admin_port else "null"
+    admin = f"admin:\n  listen: {admin_listen}\n"
     return (
         f"listen: 127.0.0.1:{port}\nupstream:\n  url: {upstream}\nrules_dir: {RULES_DIR}\n"
         f"{admin}{extra}"

@@ -269,11 +269,13 @@ async def test_websocket_echo_through_proxy(make_proxy):
 async def test_verdict_header_and_access_log_line(make_proxy, caplog):
     caplog.set_level(logging.INFO, "sonicshield.access")
     base = await make_proxy(verdict_header=True)
-    async with aiohttp.ClientSession() as s, s.get(base + "/echo", headers={"User-Agent": "t/1"}) as r:
+    session = aiohttp.ClientSession(headers={"User-Agent": "t/1"})
+    async with session as s, s.get(base + "/echo") as r:
         assert r.headers["X-SonicShield-Verdict"] == "allow; rules/99-default.yaml:5 default-allow"
     line = caplog.records[-1].fields
     assert {k: line[k] for k in ("method", "path", "status", "verdict", "ua")} == {
         "method": "GET", "path": "/echo", "status": 200,
         "verdict": "rules/99-default.yaml:5 default-allow", "ua": "t/1",
     }
-    assert line["bytes"] > 0 and len(line["id"]) == 16
+    assert line["bytes"] > 0
+    assert len(line["id"]) == 16

@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import multiprocessing
+import os
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -187,7 +190,7 @@ def encode_mp3(samples: Signal, bitrate_kbps: int = 192) -> bytes:
     encoder.set_bit_rate(bitrate_kbps)
     encoder.set_in_sample_rate(SAMPLE_RATE)
     encoder.set_channels(2)
-    encoder.set_quality(2)
+    encoder.set_quality(5)  # LAME's standard preset; 2 doubles the time for no audible gain here
     pcm = _to_int16(samples)
     return bytes(encoder.encode(pcm.tobytes()) + encoder.flush())
 
@@ -232,11 +235,23 @@ def ensure_catalogue(cache_dir: Path, catalogue: Catalogue = CATALOGUE) -> Path:
             pass
     for album in catalogue.albums:
         write_cover(album, cache_dir / f"{album.slug}.png")
-        for track in album.tracks:
-            samples = synthesise(album, track)
-            tmp = cache_dir / f"{track.slug}.mp3.tmp"
-            tmp.write_bytes(encode_mp3(samples))
-            tmp.replace(cache_dir / f"{track.slug}.mp3")
-            write_flac(samples, cache_dir / f"{track.slug}.flac")
+    # one process per core: synthesis and LAME are CPU-bound and each track is independent
+    workers = min(len(catalogue.tracks()), os.cpu_count() or 1)
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        jobs = [pool.submit(_render_track, album, track, cache_dir)
+                for album, track in catalogue.tracks()]
+        for job in jobs:
+            job.result()
     manifest_path.write_text(json.dumps({"recipe": recipe}))
     return cache_dir
+
+
+def _render_track(album: Album, track: Track, cache_dir: Path) -> None:
+    samples = synthesise(album, track)
+    for suffix, write in (
+        ("mp3", lambda p: p.write_bytes(encode_mp3(samples))),
+        ("flac", lambda p: write_flac(samples, p)),
+    ):
+        tmp = cache_dir / f"{track.slug}.{suffix}.tmp"
+        write(tmp)
+        tmp.replace(cache_dir / f"{track.slug}.{suffix}")
