@@ -27,6 +27,7 @@ class Metrics:
     upstream_latency: Histogram = field(init=False)
     upstream_errors: Counter = field(init=False)
     in_flight: Gauge = field(init=False)
+    rule_reloads: Counter = field(init=False)
     _requests_by: dict[tuple[str, str], Counter] = field(default_factory=dict, init=False)
     _bytes_by: dict[str, Counter] = field(default_factory=dict, init=False)
     _errors_by: dict[str, Counter] = field(default_factory=dict, init=False)
@@ -51,6 +52,10 @@ class Metrics:
         self.in_flight = Gauge(
             "sonicshield_in_flight_streams", "Responses being streamed right now",
             registry=r, multiprocess_mode="livesum",
+        )
+        self.rule_reloads = Counter(
+            "sonicshield_rule_reloads", "Rule reloads by result (ok, failed)", ["result"],
+            registry=r,
         )
 
     def record(self, ex: Exchange) -> None:

@@ -47,16 +47,22 @@ def new_event_loop() -> asyncio.AbstractEventLoop:
     return uvloop.new_event_loop()
 
 
-def reload_rules(live: LiveRules, directory: Path) -> bool:
+def reload_rules(
+    live: LiveRules, directory: Path, metrics: Metrics
+) -> tuple[bool, dict[str, object]]:
+    """Swap in a freshly compiled rule set; on any error keep the old one, log and count it."""
     try:
         ruleset = load_rules(directory)
     except ConfigError as exc:
-        log_event(log, logging.ERROR, "rules-reload-failed", errors=[str(p) for p in exc.problems])
-        return False
+        errors = [str(p) for p in exc.problems]
+        log_event(log, logging.ERROR, "rules-reload-failed", errors=errors)
+        metrics.rule_reloads.labels("failed").inc()
+        return False, {"reloaded": False, "errors": errors}
     live.current = ruleset
     log_event(log, logging.INFO, "rules-reloaded", files=len(ruleset.files),
               rules=len(ruleset.rules))
-    return True
+    metrics.rule_reloads.labels("ok").inc()
+    return True, {"reloaded": True, "files": list(ruleset.files), "rules": len(ruleset.rules)}
 
 
 async def _start_sites(
@@ -93,7 +99,12 @@ async def serve(
         admin_addresses: list[str] = []
         if with_admin and settings.admin.listen is not None:
             readiness = upstream_readiness(settings, app[UPSTREAM].session)
-            admin_app = build_admin_app(lambda: generate_latest(metrics.registry), readiness)
+            admin_app = build_admin_app(
+                lambda: generate_latest(metrics.registry),
+                readiness,
+                lambda: reload_rules(app[RULES], settings.rules_dir, metrics),
+                settings.admin.token,
+            )
             admin_runner = web.AppRunner(admin_app, access_log=None, handle_signals=False)
             await admin_runner.setup()
             admin_addresses = await _start_sites(admin_runner, (settings.admin.listen,), False)
@@ -102,7 +113,7 @@ async def serve(
         if on_ready is not None:
             on_ready(addresses, admin_addresses)
         stop = asyncio.Event()
-        _install_signals(stop, lambda: reload_rules(app[RULES], settings.rules_dir))
+        _install_signals(stop, lambda: reload_rules(app[RULES], settings.rules_dir, metrics))
         await stop.wait()
         log_event(log, logging.INFO, "draining", grace_s=settings.timeouts.shutdown_grace,
                   in_flight=sum(app[STREAMS].open.values()))
@@ -144,17 +155,27 @@ async def _supervise(settings: Settings) -> None:
 
     stop = asyncio.Event()
 
-    def forward_hup() -> None:
+    def forward_hup() -> tuple[bool, dict[str, object]]:
+        # Check the files here first so the caller hears about errors; each worker then
+        # compiles them itself (and keeps its old rules should the files change in between).
+        try:
+            load_rules(settings.rules_dir)
+        except ConfigError as exc:
+            errors = [str(p) for p in exc.problems]
+            log_event(log, logging.ERROR, "rules-reload-failed", errors=errors)
+            return False, {"reloaded": False, "errors": errors}
         for proc in workers.values():
-            if proc.pid:
+            if proc.pid and proc.is_alive():
                 os.kill(proc.pid, signal.SIGHUP)
+        return True, {"reloaded": True, "workers": len(workers)}
 
     _install_signals(stop, forward_hup)
     session = make_session(settings)
     admin_runner: web.AppRunner | None = None
     try:
         if settings.admin.listen is not None:
-            admin_app = build_admin_app(aggregated_metrics, upstream_readiness(settings, session))
+            admin_app = build_admin_app(aggregated_metrics, upstream_readiness(settings, session),
+                                        forward_hup, settings.admin.token)
             admin_runner = web.AppRunner(admin_app, access_log=None, handle_signals=False)
             await admin_runner.setup()
             admin = await _start_sites(admin_runner, (settings.admin.listen,), False)

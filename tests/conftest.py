@@ -142,12 +142,15 @@ class ProxyProcess:
 
 
 def proxy_config(
-    upstream: str, port: int, *, admin_port: int | None = None, extra: str = ""
+    upstream: str, port: int, *, admin_port: int | None = None, admin_token: str | None = None,
+    rules_dir: Path = RULES_DIR, extra: str = "",
 ) -> str:
     admin_listen = f"127.0.0.1:{admin_port}" if admin_port else "null"
     admin = f"admin:\n  listen: {admin_listen}\n"
+    if admin_token:
+        admin += f"  token: {admin_token}\n"
     return (
-        f"listen: 127.0.0.1:{port}\nupstream:\n  url: {upstream}\nrules_dir: {RULES_DIR}\n"
+        f"listen: 127.0.0.1:{port}\nupstream:\n  url: {upstream}\nrules_dir: {rules_dir}\n"
         f"{admin}{extra}"
     )
 
@@ -156,10 +159,14 @@ def proxy_config(
 def spawn_proxy(tmp_path: Path) -> Iterator:
     started: list[ProxyProcess] = []
 
-    def spawn(upstream: str, extra: str = "", admin: bool = False) -> ProxyProcess:
+    def spawn(
+        upstream: str, extra: str = "", admin: bool = False, admin_token: str | None = None,
+        rules_dir: Path = RULES_DIR,
+    ) -> ProxyProcess:
         port = free_port()
         admin_port = free_port() if admin else None
-        config = proxy_config(upstream, port, admin_port=admin_port, extra=extra)
+        config = proxy_config(upstream, port, admin_port=admin_port, admin_token=admin_token,
+                              rules_dir=rules_dir, extra=extra)
         p = ProxyProcess(tmp_path / f"p{len(started)}", config, port, admin_port)
         started.append(p)
         return p

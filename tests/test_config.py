@@ -204,3 +204,13 @@ rules:
 def test_shipped_rules_check_clean(capsys):
     assert main(["check"]) == 0
     assert capsys.readouterr().out.startswith("ok: ")
+
+
+def test_example_config_loads_with_its_documented_values():
+    from .conftest import ROOT
+
+    s = load_settings(ROOT / "sonicshield.example.yaml")
+    assert s.upstream.url == "http://127.0.0.1:8081"
+    assert s.rules_dir == ROOT / "rules"
+    assert s.limits.max_request_body == 1 << 30
+    assert s.admin.listen == Listen("127.0.0.1", 9180)

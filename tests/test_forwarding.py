@@ -43,6 +43,10 @@ def header_values(echoed: dict, name: str) -> list[str]:
     return [v for k, v in echoed["headers"] if k.lower() == name.lower()]
 
 
+def access_lines(caplog) -> list[dict]:
+    return [r.fields for r in caplog.records if getattr(r, "fields", {}).get("event") == "access"]
+
+
 def no_tracebacks(caplog) -> None:
     tracebacks = [r for r in caplog.records if r.exc_info]
     assert not tracebacks, [r.getMessage() for r in tracebacks]
@@ -104,7 +108,7 @@ async def test_spoofed_forwarding_headers_from_untrusted_peer_are_overwritten(ma
     assert header_values(echoed, "X-Real-IP") == ["127.0.0.1"]
     assert "6.6.6.6" not in header_values(echoed, "Forwarded")[0]
     assert "evil.example" not in header_values(echoed, "X-Forwarded-Host")[0]
-    access = [r.fields for r in caplog.records if getattr(r, "fields", {}).get("event") == "access"]
+    access = access_lines(caplog)
     assert access[-1]["client"] == "127.0.0.1"
 
 
@@ -124,7 +128,7 @@ async def test_trusted_proxy_is_honoured_walking_right_to_left(make_proxy, caplo
     assert header_values(echoed, "X-Forwarded-For") == ["6.6.6.6, 203.0.113.9, 10.1.2.3, 127.0.0.1"]
     assert header_values(echoed, "X-Real-IP") == ["203.0.113.9"]
     assert header_values(echoed, "X-Forwarded-Proto") == ["https"]
-    access = [r.fields for r in caplog.records if getattr(r, "fields", {}).get("event") == "access"]
+    access = access_lines(caplog)
     assert access[-1]["client"] == "203.0.113.9"
 
 
@@ -141,6 +145,23 @@ async def test_host_preserved_by_default_and_rewritten_on_request(
     assert header_values(echoed, "Host") == [f"127.0.0.1:{upstream.port}"]
 
 
+@pytest.mark.parametrize("method", ["POST", "PUT", "PATCH", "DELETE", "OPTIONS", "PROPFIND"])
+async def test_every_method_forwarded(make_proxy, method):
+    base = await make_proxy()
+    async with aiohttp.ClientSession() as s, s.request(method, base + "/echo", data=b"xyz") as r:
+        echoed = await r.json()
+    assert (echoed["method"], echoed["body_len"]) == (method, 3)
+
+
+async def test_redirects_are_passed_to_the_client_not_followed(make_proxy):
+    base = await make_proxy()
+    async with aiohttp.ClientSession() as s, s.get(
+        base + "/redirect", allow_redirects=False
+    ) as r:
+        assert r.status == 302
+        assert r.headers["Location"] == "/echo?from=redirect"
+
+
 async def test_path_and_query_forwarded_raw(make_proxy):
     base = await make_proxy()
     echoed = await get_json(base + "/echo/a%2Fb/%E2%99%AA?x=1&y=%20")
@@ -153,7 +174,7 @@ async def test_upstream_down_gives_502_page_and_one_log_line(run_proxy, caplog):
     async with aiohttp.ClientSession() as s, s.get(base + "/x") as r:
         assert r.status == 502
         assert "Bad Gateway" in await r.text()
-    access = [r.fields for r in caplog.records if getattr(r, "fields", {}).get("event") == "access"]
+    access = access_lines(caplog)
     assert [a["error"] for a in access] == ["upstream-unreachable"]
     no_tracebacks(caplog)
 
@@ -198,7 +219,7 @@ async def test_upstream_stalling_mid_body_cuts_the_client_connection(make_proxy,
         assert r.status == 200
         with pytest.raises(aiohttp.ClientPayloadError):
             await r.read()
-    access = [r.fields for r in caplog.records if getattr(r, "fields", {}).get("event") == "access"]
+    access = access_lines(caplog)
     assert access[-1]["error"] == "upstream-idle-timeout"
     no_tracebacks(caplog)
 
@@ -213,8 +234,7 @@ async def test_aborted_client_releases_upstream_without_traceback(make_proxy, up
     # the upstream sees its own write fail: the proxy closed the upstream connection
     await asyncio.wait_for(upstream.app[EVENTS]["client_gone"].wait(), timeout=10)
     for _ in range(100):
-        access = [r.fields for r in caplog.records
-                  if getattr(r, "fields", {}).get("event") == "access"]
+        access = access_lines(caplog)
         if access:
             break
         await asyncio.sleep(0.05)

@@ -104,6 +104,10 @@ async def stall(request: web.Request) -> web.StreamResponse:
     return resp
 
 
+async def redirect(_: web.Request) -> web.Response:
+    raise web.HTTPFound("/echo?from=redirect")
+
+
 async def websocket(request: web.Request) -> web.WebSocketResponse:
     ws = web.WebSocketResponse(protocols=("echo.v1",))
     await ws.prepare(request)
@@ -127,6 +131,7 @@ def build_upstream() -> web.Application:
     r.add_get("/hang", hang)
     r.add_get("/stall", stall)
     r.add_get("/ws", websocket)
+    r.add_get("/redirect", redirect)
     return app
 
 
