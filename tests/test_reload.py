@@ -36,7 +36,9 @@ def test_reload_refused_without_a_configured_token(spawn_proxy, upstream_process
     assert (status, body) == (401, {"error": "unauthorised: set admin.token to enable"})
 
 
-def test_reload_with_token_keeps_old_rules_on_error_and_on_sighup(spawn_proxy, upstream_process, tmp_path: Path):  # noqa: F811
+def test_reload_with_token_keeps_old_rules_on_error_and_on_sighup(
+    spawn_proxy, upstream_process, tmp_path: Path  # noqa: F811
+):
     rules = tmp_path / "rules"
     shutil.copytree(RULES_DIR, rules)
     proxy = spawn_proxy(upstream_process, admin=True, admin_token=TOKEN, rules_dir=rules)
