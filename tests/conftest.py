@@ -178,6 +178,20 @@ def spawn_proxy(tmp_path: Path) -> Iterator:
         p.kill()
 
 
+@pytest.fixture(scope="session")
+def upstream_process() -> Iterator[str]:
+    """The scriptable upstream in its own process, so its memory is not the proxy's."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tests.upstream", str(port)], cwd=ROOT,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    wait_for_port("127.0.0.1", port, proc=proc)
+    yield f"http://127.0.0.1:{port}"
+    proc.terminate()
+    proc.wait(10)
+
+
 NGINX_CONF = """
 {user}
 worker_processes 1;

@@ -7,7 +7,6 @@ import asyncio
 import aiohttp
 
 from .conftest import free_port
-from .test_process import upstream_process  # noqa: F401  (module-scoped fixture)
 
 
 async def _get(url: str) -> tuple[int, str]:
@@ -15,7 +14,7 @@ async def _get(url: str) -> tuple[int, str]:
         return r.status, (await r.read()).decode("utf-8", "replace")
 
 
-def test_metrics_health_and_readiness(spawn_proxy, upstream_process):  # noqa: F811
+def test_metrics_health_and_readiness(spawn_proxy, upstream_process):
     proxy = spawn_proxy(upstream_process, admin=True)
     admin = f"http://127.0.0.1:{proxy.admin_port}"
 

@@ -9,30 +9,15 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import aiohttp
 import pytest
 
-from .conftest import ROOT, free_port, wait_for_port
+from .conftest import ROOT, free_port
 from .upstream import pattern
 
 MiB = 1024 * 1024
-
-
-@pytest.fixture(scope="module")
-def upstream_process() -> Iterator[str]:
-    """The scriptable upstream in its own process, so its memory is not the proxy's."""
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "tests.upstream", str(port)], cwd=ROOT,
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    wait_for_port("127.0.0.1", port, proc=proc)
-    yield f"http://127.0.0.1:{port}"
-    proc.terminate()
-    proc.wait(10)
 
 
 def test_bad_config_exits_nonzero_with_file_line_and_starts_nothing(tmp_path: Path):

@@ -12,7 +12,6 @@ from pathlib import Path
 import aiohttp
 
 from .conftest import RULES_DIR
-from .test_process import upstream_process  # noqa: F401  (module-scoped fixture)
 
 TOKEN = "s3cret-admin-token-for-tests"
 BLOCK_ECHO = """version: 1
@@ -29,7 +28,7 @@ async def _status(method: str, url: str, **kwargs) -> tuple[int, dict]:
         return r.status, body
 
 
-def test_reload_refused_without_a_configured_token(spawn_proxy, upstream_process):  # noqa: F811
+def test_reload_refused_without_a_configured_token(spawn_proxy, upstream_process):
     proxy = spawn_proxy(upstream_process, admin=True)
     status, body = asyncio.run(_status("POST", f"http://127.0.0.1:{proxy.admin_port}/rules/reload",
                                        headers={"Authorization": "Bearer anything"}))
@@ -37,7 +36,7 @@ def test_reload_refused_without_a_configured_token(spawn_proxy, upstream_process
 
 
 def test_reload_with_token_keeps_old_rules_on_error_and_on_sighup(
-    spawn_proxy, upstream_process, tmp_path: Path  # noqa: F811
+    spawn_proxy, upstream_process, tmp_path: Path
 ):
     rules = tmp_path / "rules"
     shutil.copytree(RULES_DIR, rules)
