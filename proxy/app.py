@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 from aiohttp import web
@@ -9,6 +10,7 @@ from prometheus_client import CollectorRegistry
 from yarl import URL
 
 from .app_keys import METRICS, RULES, SETTINGS, STREAMS, UPSTREAM
+from .deadlines import DeadlineWatch
 from .forward import Upstream, make_session
 from .handler import handle
 from .metrics import Metrics
@@ -20,13 +22,17 @@ from .streams import StreamLimiter
 async def _upstream_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     session = make_session(settings)
+    deadlines = DeadlineWatch()
+    watchdog = asyncio.create_task(deadlines.run(), name="deadline-watch")
     app[UPSTREAM] = Upstream(
         session=session,
         base=URL(settings.upstream.url),
         host_header=settings.upstream.host_header,
         settings=settings,
+        deadlines=deadlines,
     )
     yield
+    watchdog.cancel()
     await session.close()
 
 

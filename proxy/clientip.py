@@ -57,8 +57,7 @@ def resolve_client(
 ) -> Client:
     """Decide the client address, scheme and host from the socket peer and, if trusted, headers."""
     host = headers.get("Host", "")
-    peer_addr = _parse_hop(peer)
-    if not trusted or not is_trusted(peer_addr, trusted):
+    if not trusted or not is_trusted(_parse_hop(peer), trusted):
         return Client(ip=peer, peer=peer, via_trusted_proxy=False, scheme=scheme, host=host)
 
     client_ip = peer

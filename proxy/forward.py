@@ -17,6 +17,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
 from .clientip import FORWARDING_HEADERS, forwarding_headers
+from .deadlines import DeadlineWatch
 from .exchange import Exchange
 from .settings import Settings
 
@@ -66,6 +67,7 @@ class Upstream:
     base: URL
     host_header: str
     settings: Settings
+    deadlines: DeadlineWatch
 
 
 def connection_named(headers: Mapping[str, str]) -> frozenset[str]:
@@ -121,12 +123,13 @@ def response_headers(upstream_headers: CIMultiDictProxy[str]) -> CIMultiDict[str
 
 
 async def _request_body(
-    request: web.Request, ex: Exchange, limit: int, idle: float
+    request: web.Request, ex: Exchange, upstream: Upstream
 ) -> AsyncIterator[bytes]:
-    loop = asyncio.get_running_loop()
-    async with asyncio.timeout(None) as deadline:
+    limit = upstream.settings.limits.max_request_body
+    idle = upstream.settings.timeouts.client_idle
+    async with upstream.deadlines.deadline() as deadline:
         while True:
-            deadline.reschedule(loop.time() + idle)
+            deadline.move(idle)
             chunk = await request.content.readany()
             if not chunk:
                 return
@@ -143,11 +146,12 @@ async def open_upstream(
     s = upstream.settings
     body = None
     if request.body_exists:
-        body = _request_body(request, ex, s.limits.max_request_body, s.timeouts.client_idle)
+        body = _request_body(request, ex, upstream)
     url = upstream.base.join(URL(request.raw_path, encoded=True))
     started = asyncio.get_running_loop().time()
     try:
-        async with asyncio.timeout(s.timeouts.upstream_response):
+        async with upstream.deadlines.deadline() as deadline:
+            deadline.move(s.timeouts.upstream_response)
             up = await upstream.session.request(
                 request.method,
                 url,
@@ -175,9 +179,10 @@ async def open_upstream(
 
 
 async def stream_response(
-    request: web.Request, ex: Exchange, up: aiohttp.ClientResponse, settings: Settings
+    request: web.Request, ex: Exchange, up: aiohttp.ClientResponse, upstream: Upstream
 ) -> web.StreamResponse:
     """Copy the upstream response to the client chunk by chunk, with idle deadlines each way."""
+    settings = upstream.settings
     resp = web.StreamResponse(status=up.status, reason=up.reason)
     resp.headers.extend(response_headers(up.headers))
     if settings.verdict_header:
@@ -188,21 +193,20 @@ async def stream_response(
     ex.status = up.status
     has_body = request.method != "HEAD" and up.status not in NO_BODY_STATUSES
 
-    loop = asyncio.get_running_loop()
     t = settings.timeouts
     phase = "upstream"
     try:
         await resp.prepare(request)
         if has_body:
-            async with asyncio.timeout(None) as deadline:
+            async with upstream.deadlines.deadline() as deadline:
                 while True:
                     phase = "upstream"
-                    deadline.reschedule(loop.time() + t.upstream_idle)
+                    deadline.move(t.upstream_idle)
                     chunk = await up.content.readany()
                     if not chunk:
                         break
                     phase = "client"
-                    deadline.reschedule(loop.time() + t.client_idle)
+                    deadline.move(t.client_idle)
                     await resp.write(chunk)
                     ex.bytes_out += len(chunk)
         await resp.write_eof()

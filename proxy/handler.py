@@ -52,7 +52,7 @@ async def respond(request: web.Request, ex: Exchange) -> web.StreamResponse:
         if request.headers.get("Upgrade", "").lower() == "websocket":
             return await proxy_websocket(request, ex, app[UPSTREAM])
         up = await open_upstream(request, ex, app[UPSTREAM])
-        return await stream_response(request, ex, up, app[SETTINGS])
+        return await stream_response(request, ex, up, app[UPSTREAM])
     except UpstreamError as exc:
         ex.error = exc.reason
         app[METRICS].upstream_error(exc.reason)
