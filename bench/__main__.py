@@ -135,13 +135,20 @@ class Result:
     cpu_us_per_req: float | None
 
 
+def _find(pattern: str, out: str) -> str:
+    m = re.search(pattern, out)
+    if m is None:
+        raise RuntimeError(f"unexpected wrk output (no {pattern!r}):\n{out}")
+    return m.group(1)
+
+
 def _seconds(text: str) -> float:
-    value, unit = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text).groups()  # type: ignore[union-attr]
-    return float(value) * {"us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0}[unit]
+    value, unit = _find(r"^([\d.]+)(us|ms|s|m|h)$", text), _find(r"(us|ms|s|m|h)$", text)
+    return float(value) * {"us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}[unit]
 
 
 def _bytes(text: str) -> float:
-    value, unit = re.fullmatch(r"([\d.]+)([KMG]?B)", text).groups()  # type: ignore[union-attr]
+    value, unit = _find(r"^([\d.]+)", text), _find(r"([KMG]?B)$", text)
     return float(value) * {"B": 1, "KB": 1024, "MB": 1024**2, "GB": 1024**3}[unit]
 
 
@@ -162,10 +169,10 @@ def run_wrk(url: str, seconds: int, connections: int, cpu_pids: list[int]) -> Re
         capture_output=True, text=True, timeout=seconds + 30, check=True,
     ).stdout
     cpu = cpu_seconds(cpu_pids) - before if cpu_pids else None
-    requests = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
-    transfer = _bytes(re.search(r"Transfer/sec:\s+(\S+)", out).group(1))  # type: ignore[union-attr]
-    p99 = _seconds(re.search(r"99%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
+    requests = int(_find(r"(\d+) requests in", out))
+    rps = float(_find(r"Requests/sec:\s+([\d.]+)", out))
+    transfer = _bytes(_find(r"Transfer/sec:\s+(\S+)", out))
+    p99 = _seconds(_find(r"\n\s+99%\s+(\S+)", out))
     bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     errors = re.search(r"Socket errors: .*", out)
     if bad or errors:
@@ -235,7 +242,8 @@ def main() -> int:
                 for kind, path in paths.items():
                     pids = [procs[n].pid for n in cpu_names]
                     url = f"http://127.0.0.1:{ports[port_name]}{path}"
-                    run_wrk(url, 1, args.connections, pids)  # warm-up
+                    subprocess.run([WRK, "-t2", f"-c{args.connections}", "-d1s", url],  # warm-up
+                                   capture_output=True, timeout=60, check=True)
                     r = run_wrk(url, args.seconds, args.connections, pids)
                     results.setdefault((label, kind), []).append(r)
                     print(f"round {round_ + 1} {label:24} {kind:5} {r.rps:9.0f} req/s "
