@@ -63,6 +63,24 @@ def _cmd_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_agents_update(args: argparse.Namespace) -> int:
+    from .agents import update_agents
+
+    out = Path(args.out) if args.out else default_rules_dir() / "agents"
+    try:
+        left_out = update_agents(args.ai_robots, args.crawlers, out,
+                                 args.ai_robots_source or f"robots.json ({args.ai_robots.name})",
+                                 args.crawlers_source or f"crawler-user-agents.json "
+                                                         f"({args.crawlers.name})")
+    except (OSError, ValueError, KeyError) as exc:
+        print(f"sonicshield agents update: {exc}", file=sys.stderr)
+        return 1
+    print(f"wrote {out / 'ai-robots.yaml'} and {out / 'crawlers.yaml'}")
+    for pattern in left_out:
+        print(f"left out (not reducible to literal tokens): {pattern}")
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from .demo.run import run_demo
 
@@ -95,6 +113,20 @@ def build_parser() -> argparse.ArgumentParser:
                       help="where the generated catalogue goes (default ~/.cache/sonicshield/demo)")
     demo.add_argument("--rules", metavar="DIR", help="rules directory")
     demo.set_defaults(func=_cmd_demo)
+
+    agents = sub.add_parser("agents", help="the vendored user-agent lists")
+    agents_sub = agents.add_subparsers(dest="agents_command", required=True)
+    update = agents_sub.add_parser(
+        "update", help="regenerate rules/agents/ from newer robots.json and crawler lists")
+    update.add_argument("--ai-robots", type=Path, required=True,
+                        help="robots.json from github.com/ai-robots-txt/ai.robots.txt")
+    update.add_argument("--crawlers", type=Path, required=True,
+                        help="crawler-user-agents.json from github.com/monperrus/"
+                             "crawler-user-agents")
+    update.add_argument("--ai-robots-source", help="provenance text: repository, path, commit")
+    update.add_argument("--crawlers-source", help="provenance text: repository, path, commit")
+    update.add_argument("--out", help="output folder (default rules/agents)")
+    update.set_defaults(func=_cmd_agents_update)
 
     check = sub.add_parser("check", help="validate rule files; every error with file:line:col")
     check.add_argument("dir", nargs="?", help="rules directory (default ./rules)")

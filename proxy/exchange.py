@@ -59,12 +59,22 @@ class Client:
 class Signals:
     """What classification found. Frozen: computed once per exchange, then only read.
 
-    content: the kind of resource requested (from the path).
-    ua: the raw User-Agent header, "" when absent.
+    content:  the kind of resource requested (from the path).
+    ua:       the raw User-Agent header, "" when absent.
+    ua_class: what the UA says it is: ai-crawler, search-engine, link-preview, feed-reader,
+              media-player, archiver, bot, http-library, headless-browser, browser, empty,
+              unknown (see rules/agents/).
+    agent:    the known agent token that matched ("GPTBot"), "" when none did.
+    operator: who runs that agent ("OpenAI"), "" when unknown.
+    purpose:  for AI agents: training, search, user-triggered or undocumented; else "".
     """
 
     content: ContentKind
     ua: str
+    ua_class: str = "unknown"
+    agent: str = ""
+    operator: str = ""
+    purpose: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,9 +19,10 @@ from .signals import classify
 
 async def handle(request: web.Request) -> web.StreamResponse:
     ex = start_exchange(request)
+    ruleset = request.app[RULES].current  # one rule set for the whole exchange, even mid-reload
     try:
-        ex.signals = classify(request, ex)
-        ex.verdict = request.app[RULES].decide(ex)
+        ex.signals = classify(request, ex, ruleset.ua)
+        ex.verdict = ruleset.decide(ex)
         return await respond(request, ex)
     finally:
         request.app[METRICS].record(ex)

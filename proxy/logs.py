@@ -83,6 +83,9 @@ def log_access(ex: Exchange) -> None:
     }
     if ex.signals is not None:
         fields["ua"] = ex.signals.ua
+        fields["ua_class"] = ex.signals.ua_class
+        if ex.signals.agent:
+            fields["agent"] = ex.signals.agent
         fields["content"] = ex.signals.content.value
     if ex.bytes_in:
         fields["bytes_in"] = ex.bytes_in

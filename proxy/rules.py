@@ -16,7 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .agents import PURPOSES, UA_CLASSES, Agent, load_agents
 from .exchange import DEFAULT_ALLOW, Action, ContentKind, Exchange, Verdict
+from .signals.useragent import UAClassifier
 from .yamlsource import (
     ConfigError,
     LocatedDict,
@@ -62,12 +64,48 @@ def _compile_content(kinds: list[Any]) -> Predicate:
     return lambda ex: ex.signals is not None and ex.signals.content in wanted
 
 
-# The closed set of match keys. Each compiles its list of values into one predicate.
-MATCH_KEYS: dict[str, MatchCompiler] = {
-    "path": _compile_path,
-    "method": _compile_method,
-    "content": _compile_content,
-}
+def _one_of(field: str, valid: tuple[str, ...]) -> MatchCompiler:
+    """A match key whose values come from a closed list, compared to one Signals field."""
+
+    def compile_(values: list[Any]) -> Predicate:
+        for i, v in enumerate(values):
+            if v not in valid:
+                raise BadMatchValue(i, f"unknown value {v!r}{suggest(str(v), valid)}; "
+                                       f"one of {', '.join(v for v in valid if v)}")
+        wanted = frozenset(values)
+        return lambda ex: ex.signals is not None and getattr(ex.signals, field) in wanted
+
+    return compile_
+
+
+def _compile_agent(agents: dict[str, Agent]) -> MatchCompiler:
+    def compile_(names: list[Any]) -> Predicate:
+        for i, name in enumerate(names):
+            if str(name).lower() not in agents:
+                raise BadMatchValue(i, f"unknown agent {name!r}"
+                                       f"{suggest(str(name), [a.token for a in agents.values()])}")
+        wanted = frozenset(agents[str(n).lower()].token for n in names)
+        return lambda ex: ex.signals is not None and ex.signals.agent in wanted
+
+    return compile_
+
+
+def _compile_operator(operators: list[Any]) -> Predicate:
+    wanted = frozenset(str(o).lower() for o in operators)
+    return lambda ex: ex.signals is not None and ex.signals.operator.lower() in wanted
+
+
+def match_keys(agents: dict[str, Agent]) -> dict[str, MatchCompiler]:
+    """The closed set of match keys. Each compiles its list of values into one predicate."""
+    return {
+        "path": _compile_path,
+        "method": _compile_method,
+        "content": _compile_content,
+        "ua_class": _one_of("ua_class", UA_CLASSES),
+        "agent": _compile_agent(agents),
+        "operator": _compile_operator,
+        "purpose": _one_of("purpose", tuple(p for p in PURPOSES if p)),
+    }
 
 # Actions the proxy can carry out today, with their parameter validators. Audio actions are
 # refused at load until they exist: a rule must never silently fall back to serving the file.
@@ -99,17 +137,17 @@ class Rule:
 
 @dataclass(frozen=True, slots=True)
 class RuleSet:
+    """Compiled rules and the agent lists they were compiled against (swapped together)."""
+
     rules: tuple[Rule, ...]
     files: tuple[str, ...]
+    ua: UAClassifier
 
     def decide(self, ex: Exchange) -> Verdict:
         for rule in self.rules:
             if rule.matches(ex):
                 return rule.verdict
         return DEFAULT_ALLOW
-
-
-EMPTY_RULESET = RuleSet(rules=(), files=())
 
 
 class LiveRules:
@@ -130,7 +168,8 @@ def rule_hash(raw: LocatedDict) -> str:
 
 
 def _compile_rule(
-    raw: Any, mark: Mark, display: str, seen: dict[str, Mark], problems: list[Problem]
+    raw: Any, mark: Mark, display: str, seen: dict[str, Mark], problems: list[Problem],
+    keys: dict[str, MatchCompiler],
 ) -> Rule | None:
     if not isinstance(raw, LocatedDict):
         problems.append(Problem(mark, "each rule must be a mapping"))
@@ -166,9 +205,9 @@ def _compile_rule(
         fail(raw.value_mark("match"), "'match' must be a mapping of match keys")
     else:
         for key, value in match.items():
-            compiler = MATCH_KEYS.get(key)
+            compiler = keys.get(key)
             if compiler is None:
-                fail(match.key_mark(key), f"unknown match key '{key}'{suggest(key, MATCH_KEYS)}")
+                fail(match.key_mark(key), f"unknown match key '{key}'{suggest(key, keys)}")
                 continue
             values = list(value) if isinstance(value, list) else [value]
             if not values or any(isinstance(v, dict | list) or v is None for v in values):
@@ -235,6 +274,12 @@ def load_rules(directory: Path) -> RuleSet:
     problems: list[Problem] = []
     rules: list[Rule] = []
     seen: dict[str, Mark] = {}
+    try:
+        agents = load_agents(directory / "agents")
+    except ConfigError as exc:
+        problems.extend(exc.problems)
+        agents = {}
+    keys = match_keys(agents)
     files = sorted(p for p in directory.iterdir() if p.suffix in (".yaml", ".yml") and p.is_file())
     for path in files:
         display = f"{directory.name}/{path.name}"
@@ -260,9 +305,10 @@ def load_rules(directory: Path) -> RuleSet:
             problems.append(Problem(doc.value_mark("rules"), "'rules' must be a list"))
             continue
         for i, item in enumerate(items):
-            rule = _compile_rule(item, items.item_mark(i), display, seen, problems)
+            rule = _compile_rule(item, items.item_mark(i), display, seen, problems, keys)
             if rule is not None:
                 rules.append(rule)
     if problems:
         raise ConfigError(problems)
-    return RuleSet(rules=tuple(rules), files=tuple(f"{directory.name}/{p.name}" for p in files))
+    return RuleSet(rules=tuple(rules), files=tuple(f"{directory.name}/{p.name}" for p in files),
+                   ua=UAClassifier(agents))

@@ -183,7 +183,8 @@ rules:
     assert main(["check", str(rules)]) == 1
     err = capsys.readouterr().err.splitlines()
     assert err == [
-        "rules/10-bad.yaml:4:13: rule 'typo': unknown match key 'ua_clas'",
+        "rules/10-bad.yaml:4:13: rule 'typo': unknown match key 'ua_clas' (did you mean "
+        "'ua_class'?)",
         "rules/10-bad.yaml:4:51: rule 'typo': match key 'content': unknown content kind "
         "'vidoe'",
         "rules/10-bad.yaml:5:13: rule 'typo': action 'poison' is not available in this version "
@@ -214,3 +215,41 @@ def test_example_config_loads_with_its_documented_values():
     assert s.rules_dir == ROOT / "rules"
     assert s.limits.max_request_body == 1 << 30
     assert s.admin.listen == Listen("127.0.0.1", 9180)
+
+
+def test_ua_match_keys_validate_against_the_agent_lists(tmp_path: Path, capsys):
+    import shutil
+
+    from .conftest import RULES_DIR
+
+    rules = tmp_path / "rules"
+    shutil.copytree(RULES_DIR / "agents", rules / "agents")
+    write(rules, "10-ai.yaml", """version: 1
+rules:
+  - name: ai
+    match: {ua_class: [ai-crawler, ai-crawlr], agent: [GPTBot, GPTBott], purpose: trainig}
+    action: block
+""")
+    assert main(["check", str(rules)]) == 1
+    assert capsys.readouterr().err.splitlines() == [
+        "rules/10-ai.yaml:4:36: rule 'ai': match key 'ua_class': unknown value 'ai-crawlr' "
+        "(did you mean 'ai-crawler'?); one of ai-crawler, search-engine, link-preview, "
+        "feed-reader, media-player, archiver, bot, http-library, headless-browser, browser, "
+        "empty, unknown",
+        "rules/10-ai.yaml:4:64: rule 'ai': match key 'agent': unknown agent 'GPTBott' "
+        "(did you mean 'GPTBot'?)",
+        "rules/10-ai.yaml:4:83: rule 'ai': match key 'purpose': unknown value 'trainig' "
+        "(did you mean 'training'?); one of training, search, user-triggered, undocumented",
+        "3 errors",
+    ]
+    (rules / "10-ai.yaml").write_text("""version: 1
+rules:
+  - name: ai-training
+    match: {ua_class: ai-crawler, purpose: training, operator: openai}
+    action: block
+""")
+    ruleset = load_rules(rules)
+    ex = _exchange("/")
+    ex.signals = Signals(content=ContentKind.PAGE, ua="", ua_class="ai-crawler", agent="GPTBot",
+                         operator="OpenAI", purpose="training")
+    assert ruleset.decide(ex).origin == "rules/10-ai.yaml:3 ai-training"
