@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import random
 import shutil
@@ -19,7 +20,7 @@ from aiohttp import web
 
 from proxy.app import build_app, runner_kwargs
 from proxy.demo.catalogue import ensure_catalogue
-from proxy.rules import LiveRules, load_rules
+from proxy.rules import LiveRules, RuleSet, load_rules
 from proxy.settings import AdminSettings, Listen, Settings, Timeouts, UpstreamSettings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -66,8 +67,14 @@ def proxy_settings(upstream: str, **changes: object) -> Settings:
     return replace(base, **changes)  # type: ignore[arg-type]
 
 
+@functools.cache
+def _shipped_ruleset() -> RuleSet:
+    return load_rules(RULES_DIR)
+
+
 def default_rules() -> LiveRules:
-    return LiveRules(load_rules(RULES_DIR))
+    """The shipped rules; compiled once per session (a RuleSet is immutable)."""
+    return LiveRules(_shipped_ruleset())
 
 
 @pytest.fixture

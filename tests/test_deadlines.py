@@ -31,11 +31,13 @@ async def test_moving_the_deadline_keeps_a_progressing_task_alive():
     watch = DeadlineWatch(tick=0.02)
     runner = asyncio.create_task(watch.run())
     async with watch.deadline() as d:
-        for _ in range(10):  # 0.3 s in all, never 0.1 s without progress
-            d.move(0.1)
-            await asyncio.sleep(0.03)
+        # 1.2 s in all, each step well inside its 0.5 s deadline even on a loaded machine
+        for _ in range(12):
+            d.move(0.5)
+            await asyncio.sleep(0.1)
         d.move(None)
-        await asyncio.sleep(0.15)
+        await asyncio.sleep(0.6)
+    assert not d.fired
     runner.cancel()
 
 
