@@ -9,13 +9,15 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 from yarl import URL
 
-from .app_keys import METRICS, RULES, SETTINGS, STREAMS, UPSTREAM
+from .app_keys import CLIENTS, METRICS, ROBOTS, RULES, SETTINGS, STREAMS, UPSTREAM
 from .deadlines import DeadlineWatch
 from .forward import Upstream, make_session
 from .handler import handle
 from .metrics import Metrics
+from .robots import RobotsSource
 from .rules import LiveRules
 from .settings import Settings
+from .state import ClientStore
 from .streams import StreamLimiter
 
 
@@ -24,6 +26,9 @@ async def _upstream_ctx(app: web.Application) -> AsyncIterator[None]:
     session = make_session(settings)
     deadlines = DeadlineWatch()
     watchdog = asyncio.create_task(deadlines.run(), name="deadline-watch")
+    robots = app[ROBOTS]
+    await robots.fetch(session)  # the store's robots.txt before the first request
+    robots_refresh = asyncio.create_task(robots.run(session), name="robots-refresh")
     app[UPSTREAM] = Upstream(
         session=session,
         base=URL(settings.upstream.url),
@@ -33,6 +38,7 @@ async def _upstream_ctx(app: web.Application) -> AsyncIterator[None]:
     )
     yield
     watchdog.cancel()
+    robots_refresh.cancel()
     await session.close()
 
 
@@ -44,6 +50,9 @@ def build_app(
     app[RULES] = rules
     app[METRICS] = metrics or Metrics(CollectorRegistry())
     app[STREAMS] = StreamLimiter(settings.limits.streams_per_client, app[METRICS].in_flight)
+    app[ROBOTS] = RobotsSource(settings.upstream.url + "/robots.txt",
+                               settings.upstream.robots_refresh)
+    app[CLIENTS] = ClientStore(settings.limits.tracked_clients)
     app.cleanup_ctx.append(_upstream_ctx)
     app.router.add_route("*", "/{tail:.*}", handle)
     return app

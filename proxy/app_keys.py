@@ -6,8 +6,10 @@ from aiohttp import web
 
 from .forward import Upstream
 from .metrics import Metrics
+from .robots import RobotsSource
 from .rules import LiveRules
 from .settings import Settings
+from .state import ClientStore
 from .streams import StreamLimiter
 
 SETTINGS = web.AppKey("settings", Settings)
@@ -15,3 +17,5 @@ UPSTREAM = web.AppKey("upstream", Upstream)
 METRICS = web.AppKey("metrics", Metrics)
 RULES = web.AppKey("rules", LiveRules)
 STREAMS = web.AppKey("streams", StreamLimiter)
+ROBOTS = web.AppKey("robots", RobotsSource)
+CLIENTS = web.AppKey("clients", ClientStore)

@@ -67,6 +67,8 @@ class Signals:
     agent:    the known agent token that matched ("GPTBot"), "" when none did.
     operator: who runs that agent ("OpenAI"), "" when unknown.
     purpose:  for AI agents: training, search, user-triggered or undocumented; else "".
+    robots:   the client's robots.txt compliance: unseen, compliant, violated-after-reading,
+              violated-without-reading; "" when no rule asks (not computed).
     """
 
     content: ContentKind
@@ -75,6 +77,7 @@ class Signals:
     agent: str = ""
     operator: str = ""
     purpose: str = ""
+    robots: str = ""
 
 
 @dataclass(frozen=True, slots=True)

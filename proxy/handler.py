@@ -6,23 +6,27 @@ request -> Exchange -> classify (Signals) -> decide (Verdict) -> respond -> reco
 from __future__ import annotations
 
 import secrets
+import time
 
 from aiohttp import web
 
-from .app_keys import METRICS, RULES, SETTINGS, STREAMS, UPSTREAM
+from .app_keys import CLIENTS, METRICS, ROBOTS, RULES, SETTINGS, STREAMS, UPSTREAM
+from .classify import classify
 from .clientip import resolve_client
-from .exchange import Action, Exchange
+from .exchange import Action, ContentKind, Exchange
 from .forward import UpstreamError, open_upstream, proxy_websocket, stream_response
 from .logs import log_access
-from .signals import classify
 
 
 async def handle(request: web.Request) -> web.StreamResponse:
     ex = start_exchange(request)
     ruleset = request.app[RULES].current  # one rule set for the whole exchange, even mid-reload
+    robots = request.app[ROBOTS].canonical(ruleset.robots_disallowed)
     try:
-        ex.signals = classify(request, ex, ruleset.ua)
+        ex.signals = classify(request, ex, ruleset, robots, request.app[CLIENTS])
         ex.verdict = ruleset.decide(ex)
+        if ex.path == "/robots.txt" and ex.method in ("GET", "HEAD"):
+            return serve_robots(request, ex, robots.text)
         return await respond(request, ex)
     finally:
         request.app[METRICS].record(ex)
@@ -42,13 +46,37 @@ def start_exchange(request: web.Request) -> Exchange:
     )
 
 
+def serve_robots(request: web.Request, ex: Exchange, text: str) -> web.Response:
+    """robots.txt: the canonical file, 200, to every client whatever the verdict (a crawler
+    that was never told cannot be said to have ignored the reservation)."""
+    state = request.app[CLIENTS].touch(ex.client.ip)
+    if not state.robots_read_at:
+        state.robots_read_at = time.time()
+    body = text.encode()
+    ex.status, ex.variant = 200, "robots.txt"
+    ex.bytes_out = 0 if request.method == "HEAD" else len(body)
+    resp = web.Response(body=body, content_type="text/plain", charset="utf-8")
+    resp.headers["Cache-Control"] = "public, max-age=300"
+    _verdict_header(request, ex, resp)
+    return resp
+
+
+def _verdict_header(request: web.Request, ex: Exchange, resp: web.StreamResponse) -> None:
+    if request.app[SETTINGS].verdict_header:
+        resp.headers["X-SonicShield-Verdict"] = ex.verdict.header_value
+
+
 async def respond(request: web.Request, ex: Exchange) -> web.StreamResponse:
     app = request.app
-    if ex.verdict.action is Action.BLOCK and not ex.verdict.shadow:
-        return local_response(ex, 403, "Forbidden", "This request was refused.")
+    # Declarations (robots.txt, /.well-known/, ai.txt) are never blocked: they are how the
+    # reservation is told.
+    declaration = ex.signals is not None and ex.signals.content is ContentKind.DECLARATION
+    if ex.verdict.action is Action.BLOCK and not ex.verdict.shadow and not declaration:
+        return local_response(request, ex, 403, "Forbidden", "This request was refused.")
     streams = app[STREAMS]
     if not streams.acquire(ex.client.ip):
-        return local_response(ex, 429, "Too Many Requests", "Too many parallel downloads.")
+        return local_response(request, ex, 429, "Too Many Requests",
+                              "Too many parallel downloads.")
     try:
         if request.headers.get("Upgrade", "").lower() == "websocket":
             return await proxy_websocket(request, ex, app[UPSTREAM])
@@ -57,7 +85,7 @@ async def respond(request: web.Request, ex: Exchange) -> web.StreamResponse:
     except UpstreamError as exc:
         ex.error = exc.reason
         app[METRICS].upstream_error(exc.reason)
-        return local_response(ex, exc.status, _TITLES[exc.status], str(exc))
+        return local_response(request, ex, exc.status, _TITLES[exc.status], str(exc))
     finally:
         streams.release(ex.client.ip)
 
@@ -74,7 +102,9 @@ _PAGE = """<!doctype html>
 """
 
 
-def local_response(ex: Exchange, status: int, title: str, text: str) -> web.Response:
+def local_response(
+    request: web.Request, ex: Exchange, status: int, title: str, text: str
+) -> web.Response:
     """A small page the proxy answers itself (errors, blocks)."""
     body = _PAGE.format(status=status, title=title, text=_escape(text), id=ex.id).encode()
     ex.status, ex.variant, ex.bytes_out = status, "local", len(body)
@@ -82,6 +112,7 @@ def local_response(ex: Exchange, status: int, title: str, text: str) -> web.Resp
     resp.headers["Cache-Control"] = "no-store"
     if status == 429:
         resp.headers["Retry-After"] = "5"
+    _verdict_header(request, ex, resp)
     return resp
 
 

@@ -18,7 +18,9 @@ from typing import Any
 
 from .agents import PURPOSES, UA_CLASSES, Agent, load_agents
 from .exchange import DEFAULT_ALLOW, Action, ContentKind, Exchange, Verdict
+from .robots import load_policy
 from .signals.useragent import UAClassifier
+from .state import ROBOTS_STATES, VIOLATED_AFTER_READING, VIOLATED_WITHOUT_READING
 from .yamlsource import (
     ConfigError,
     LocatedDict,
@@ -90,6 +92,19 @@ def _compile_agent(agents: dict[str, Agent]) -> MatchCompiler:
     return compile_
 
 
+def _compile_robots(states: list[Any]) -> Predicate:
+    valid = (*ROBOTS_STATES, "violated")
+    for i, v in enumerate(states):
+        if v not in valid:
+            raise BadMatchValue(i, f"unknown robots state {v!r}{suggest(str(v), valid)}; "
+                                   f"one of {', '.join(valid)}")
+    wanted = set(states)
+    if "violated" in wanted:
+        wanted |= {VIOLATED_AFTER_READING, VIOLATED_WITHOUT_READING}
+    frozen = frozenset(wanted)
+    return lambda ex: ex.signals is not None and ex.signals.robots in frozen
+
+
 def _compile_operator(operators: list[Any]) -> Predicate:
     wanted = frozenset(str(o).lower() for o in operators)
     return lambda ex: ex.signals is not None and ex.signals.operator.lower() in wanted
@@ -105,7 +120,12 @@ def match_keys(agents: dict[str, Agent]) -> dict[str, MatchCompiler]:
         "agent": _compile_agent(agents),
         "operator": _compile_operator,
         "purpose": _one_of("purpose", tuple(p for p in PURPOSES if p)),
+        "robots": _compile_robots,
     }
+
+
+# Signals that cost something per request are computed only when a rule matches on them.
+COSTLY_SIGNALS = frozenset({"robots"})
 
 # Actions the proxy can carry out today, with their parameter validators. Audio actions are
 # refused at load until they exist: a rule must never silently fall back to serving the file.
@@ -130,6 +150,7 @@ class Rule:
     origin: str  # "rules/20-ai.yaml:14 ai-audio"
     predicates: tuple[Predicate, ...]
     verdict: Verdict
+    uses: frozenset[str] = frozenset()  # costly signals its match needs
 
     def matches(self, ex: Exchange) -> bool:
         return all(p(ex) for p in self.predicates)
@@ -142,6 +163,8 @@ class RuleSet:
     rules: tuple[Rule, ...]
     files: tuple[str, ...]
     ua: UAClassifier
+    robots_disallowed: tuple[str, ...] = ()  # agents the robots.txt AI section names
+    needs: frozenset[str] = frozenset()  # the COSTLY_SIGNALS some rule matches on
 
     def decide(self, ex: Exchange) -> Verdict:
         for rule in self.rules:
@@ -253,6 +276,7 @@ def _compile_rule(
     if len(problems) > before or action is None:
         return None
     origin = f"{display}:{raw.mark.line} {name}"
+    uses = frozenset(match) & COSTLY_SIGNALS if isinstance(match, dict) else frozenset()
     verdict = Verdict(
         action=action,
         origin=origin,
@@ -260,7 +284,7 @@ def _compile_rule(
         params=tuple(sorted(params.items())),
         shadow=bool(shadow),
     )
-    return Rule(name=name, origin=origin, predicates=tuple(predicates), verdict=verdict)
+    return Rule(name=name, origin=origin, predicates=tuple(predicates), verdict=verdict, uses=uses)
 
 
 def load_rules(directory: Path) -> RuleSet:
@@ -280,7 +304,14 @@ def load_rules(directory: Path) -> RuleSet:
         problems.extend(exc.problems)
         agents = {}
     keys = match_keys(agents)
-    files = sorted(p for p in directory.iterdir() if p.suffix in (".yaml", ".yml") and p.is_file())
+    robots_disallowed: tuple[str, ...] = ()
+    try:
+        policy = load_policy(directory / "robots.yaml", f"{directory.name}/robots.yaml")
+        robots_disallowed = tuple(policy.disallowed(agents))
+    except ConfigError as exc:
+        problems.extend(exc.problems)
+    files = sorted(p for p in directory.iterdir()
+                   if p.suffix in (".yaml", ".yml") and p.is_file() and p.stem != "robots")
     for path in files:
         display = f"{directory.name}/{path.name}"
         try:
@@ -310,5 +341,10 @@ def load_rules(directory: Path) -> RuleSet:
                 rules.append(rule)
     if problems:
         raise ConfigError(problems)
-    return RuleSet(rules=tuple(rules), files=tuple(f"{directory.name}/{p.name}" for p in files),
-                   ua=UAClassifier(agents))
+    return RuleSet(
+        rules=tuple(rules),
+        files=tuple(f"{directory.name}/{p.name}" for p in files),
+        ua=UAClassifier(agents),
+        robots_disallowed=robots_disallowed,
+        needs=frozenset().union(*(r.uses for r in rules)),
+    )

@@ -45,6 +45,7 @@ class UpstreamSettings:
     host_header: str = "preserve"
     pool_size: int = 256
     health_path: str = "/"
+    robots_refresh: float = 300.0  # seconds between fetches of the store's robots.txt
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +68,7 @@ class Limits:
     max_headers: int = 100
     max_request_body: int = 1 << 30  # bytes; 0 = unlimited
     streams_per_client: int = 16  # concurrent responses per client address; 0 = unlimited
+    tracked_clients: int = 200_000  # clients remembered (robots.txt, behaviour); LRU beyond
 
 
 @dataclass(frozen=True, slots=True)
@@ -259,13 +261,15 @@ def settings_from_mapping(raw: LocatedDict, base_dir: Path, source: str) -> Sett
         except (ValueError, TypeError) as exc:
             r.fail(mark, f"'listen' entries must be HOST:PORT{': ' + str(exc) if str(exc) else ''}")
 
-    up = r.section(raw, "upstream", ("url", "host_header", "pool_size", "health_path"))
+    up = r.section(raw, "upstream",
+                   ("url", "host_header", "pool_size", "health_path", "robots_refresh"))
     d_up = DEFAULTS.upstream
     upstream = UpstreamSettings(
         url=r.value(up, "url", d_up.url, parse_upstream_url, "an http:// or https:// URL"),
         host_header=r.string(up, "host_header", d_up.host_header),
         pool_size=r.integer(up, "pool_size", d_up.pool_size, 1, 100_000),
         health_path=r.value(up, "health_path", d_up.health_path, _parse_path, "a path like /"),
+        robots_refresh=r.number(up, "robots_refresh", d_up.robots_refresh, minimum=1.0),
     )
 
     networks = []
@@ -287,6 +291,7 @@ def settings_from_mapping(raw: LocatedDict, base_dir: Path, source: str) -> Sett
         max_headers=r.integer(lim, "max_headers", d_l.max_headers, 8, 1000),
         max_request_body=r.integer(lim, "max_request_body", d_l.max_request_body, 0, 1 << 50),
         streams_per_client=r.integer(lim, "streams_per_client", d_l.streams_per_client, 0, 10_000),
+        tracked_clients=r.integer(lim, "tracked_clients", d_l.tracked_clients, 1000, 50_000_000),
     )
 
     adm = r.section(raw, "admin", ("listen", "token"))

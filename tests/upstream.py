@@ -67,8 +67,10 @@ async def stream_bytes(request: web.Request) -> web.StreamResponse:
             piece = CHUNK[: min(len(CHUNK), n - sent)]
             await resp.write(piece)
             sent += len(piece)
-    except (ConnectionError, asyncio.CancelledError):
-        # the connection to us was closed: a failed write, or aiohttp cancelling the handler
+    except ConnectionError:  # the connection to us was closed under a write
+        events["client_gone"].set()
+        return resp
+    except asyncio.CancelledError:  # ... or aiohttp cancelled the handler when it closed
         events["client_gone"].set()
         raise
     await resp.write_eof()
