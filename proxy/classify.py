@@ -12,6 +12,7 @@ from .exchange import Exchange, Signals
 from .robots import CanonicalRobots
 from .rules import RuleSet
 from .signals.content import content_kind
+from .signals.headers import header_problems
 from .state import VIOLATED_AFTER_READING, VIOLATED_WITHOUT_READING, ClientStore
 
 
@@ -24,6 +25,10 @@ def classify(
     robots_state = ""
     if "robots" in ruleset.needs:
         robots_state = robots_compliance(ex, info.agent, robots, clients)
+    problems: tuple[str, ...] = ()
+    if "headers" in ruleset.needs:
+        problems = header_problems(info.ua_class, ua_text, request.headers, ex.client.scheme,
+                                   ex.client.host)
     return Signals(
         content=content_kind(ex.path),
         ua=ua_text,
@@ -32,6 +37,7 @@ def classify(
         operator=info.operator,
         purpose=info.purpose,
         robots=robots_state,
+        headers=problems,
     )
 
 

@@ -69,6 +69,8 @@ class Signals:
     purpose:  for AI agents: training, search, user-triggered or undocumented; else "".
     robots:   the client's robots.txt compliance: unseen, compliant, violated-after-reading,
               violated-without-reading; "" when no rule asks (not computed).
+    headers:  what a UA claiming to be a browser lacks or sends that browsers never do
+              (no-accept-language, no-sec-fetch, ...); () when consistent or not computed.
     """
 
     content: ContentKind
@@ -78,6 +80,7 @@ class Signals:
     operator: str = ""
     purpose: str = ""
     robots: str = ""
+    headers: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

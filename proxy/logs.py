@@ -87,6 +87,10 @@ def log_access(ex: Exchange) -> None:
         if ex.signals.agent:
             fields["agent"] = ex.signals.agent
         fields["content"] = ex.signals.content.value
+        if ex.signals.robots:
+            fields["robots"] = ex.signals.robots
+        if ex.signals.headers:
+            fields["headers"] = list(ex.signals.headers)
     if ex.bytes_in:
         fields["bytes_in"] = ex.bytes_in
     if ex.error:

@@ -19,6 +19,7 @@ from typing import Any
 from .agents import PURPOSES, UA_CLASSES, Agent, load_agents
 from .exchange import DEFAULT_ALLOW, Action, ContentKind, Exchange, Verdict
 from .robots import load_policy
+from .signals.headers import HEADER_PROBLEMS
 from .signals.useragent import UAClassifier
 from .state import ROBOTS_STATES, VIOLATED_AFTER_READING, VIOLATED_WITHOUT_READING
 from .yamlsource import (
@@ -105,6 +106,19 @@ def _compile_robots(states: list[Any]) -> Predicate:
     return lambda ex: ex.signals is not None and ex.signals.robots in frozen
 
 
+def _compile_headers(problems: list[Any]) -> Predicate:
+    """`headers: inconsistent` (any problem) or named problems (any of them)."""
+    valid = ("inconsistent", *HEADER_PROBLEMS)
+    for i, v in enumerate(problems):
+        if v not in valid:
+            raise BadMatchValue(i, f"unknown header check {v!r}{suggest(str(v), valid)}; "
+                                   f"one of {', '.join(valid)}")
+    if "inconsistent" in problems:
+        return lambda ex: ex.signals is not None and bool(ex.signals.headers)
+    wanted = frozenset(problems)
+    return lambda ex: ex.signals is not None and not wanted.isdisjoint(ex.signals.headers)
+
+
 def _compile_operator(operators: list[Any]) -> Predicate:
     wanted = frozenset(str(o).lower() for o in operators)
     return lambda ex: ex.signals is not None and ex.signals.operator.lower() in wanted
@@ -121,11 +135,12 @@ def match_keys(agents: dict[str, Agent]) -> dict[str, MatchCompiler]:
         "operator": _compile_operator,
         "purpose": _one_of("purpose", tuple(p for p in PURPOSES if p)),
         "robots": _compile_robots,
+        "headers": _compile_headers,
     }
 
 
 # Signals that cost something per request are computed only when a rule matches on them.
-COSTLY_SIGNALS = frozenset({"robots"})
+COSTLY_SIGNALS = frozenset({"robots", "headers"})
 
 # Actions the proxy can carry out today, with their parameter validators. Audio actions are
 # refused at load until they exist: a rule must never silently fall back to serving the file.
