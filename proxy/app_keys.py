@@ -9,6 +9,7 @@ from .metrics import Metrics
 from .robots import RobotsSource
 from .rules import LiveRules
 from .settings import Settings
+from .signals.behaviour import BehaviourTracker
 from .state import ClientStore
 from .streams import StreamLimiter
 
@@ -19,3 +20,4 @@ RULES = web.AppKey("rules", LiveRules)
 STREAMS = web.AppKey("streams", StreamLimiter)
 ROBOTS = web.AppKey("robots", RobotsSource)
 CLIENTS = web.AppKey("clients", ClientStore)
+BEHAVIOUR = web.AppKey("behaviour", BehaviourTracker)

@@ -6,31 +6,54 @@ rule set matches on them (RuleSet.needs).
 
 from __future__ import annotations
 
+import time
+
 from aiohttp import web
 
-from .exchange import Exchange, Signals
+from .exchange import ContentKind, Exchange, Signals
 from .robots import CanonicalRobots
 from .rules import RuleSet
+from .signals.behaviour import NONE, BehaviourTracker, RequestFacts, fingerprint
 from .signals.content import content_kind
 from .signals.headers import header_problems
 from .state import VIOLATED_AFTER_READING, VIOLATED_WITHOUT_READING, ClientStore
+from .streams import StreamLimiter
 
 
 def classify(
     request: web.Request, ex: Exchange, ruleset: RuleSet, robots: CanonicalRobots,
-    clients: ClientStore,
+    clients: ClientStore, behaviour: BehaviourTracker, streams: StreamLimiter,
 ) -> Signals:
-    ua_text = request.headers.get("User-Agent", "")
+    headers = request.headers
+    ua_text = headers.get("User-Agent", "")
     info = ruleset.ua.classify(ua_text)
-    robots_state = ""
-    if "robots" in ruleset.needs:
-        robots_state = robots_compliance(ex, info.agent, robots, clients)
+    content = content_kind(ex.path)
+    needs = ruleset.needs
+    robots_state = robots_compliance(ex, info.agent, robots, clients) if "robots" in needs else ""
     problems: tuple[str, ...] = ()
-    if "headers" in ruleset.needs:
-        problems = header_problems(info.ua_class, ua_text, request.headers, ex.client.scheme,
+    if "headers" in needs:
+        problems = header_problems(info.ua_class, ua_text, headers, ex.client.scheme,
                                    ex.client.host)
+    acting = NONE
+    if "behaviour" in needs:
+        referer = headers.get("Referer", "")
+        facts = RequestFacts(
+            ip=ex.client.ip,
+            fingerprint=fingerprint(ua_text, headers.get("Accept", ""),
+                                    headers.get("Accept-Language", ""),
+                                    headers.get("Accept-Encoding", ""),
+                                    headers.get("Sec-CH-UA", "")),
+            method=ex.method,
+            path=ex.path,
+            is_audio=content is ContentKind.AUDIO,
+            is_page=content is ContentKind.PAGE,
+            has_range="Range" in headers,
+            same_site_referer=bool(referer) and _same_site(referer, ex.client.host),
+            open_streams=streams.open.get(ex.client.ip, 0),
+        )
+        acting = behaviour.observe(facts, time.monotonic())
     return Signals(
-        content=content_kind(ex.path),
+        content=content,
         ua=ua_text,
         ua_class=info.ua_class,
         agent=info.agent,
@@ -38,7 +61,15 @@ def classify(
         purpose=info.purpose,
         robots=robots_state,
         headers=problems,
+        behaviour_score=acting.score,
+        behaviour_flags=acting.flags,
     )
+
+
+def _same_site(referer: str, host: str) -> bool:
+    """Referer on this store: 'https://HOST/...' (any scheme)."""
+    _, sep, rest = referer.partition("://")
+    return bool(sep) and rest.split("/", 1)[0] == host
 
 
 def robots_compliance(

@@ -71,6 +71,8 @@ class Signals:
               violated-without-reading; "" when no rule asks (not computed).
     headers:  what a UA claiming to be a browser lacks or sends that browsers never do
               (no-accept-language, no-sec-fetch, ...); () when consistent or not computed.
+    behaviour_score: 0..1, how crawler-like this client has acted (0.0 when not computed).
+    behaviour_flags: the named behaviours behind the score (no-context, whole-file, ...).
     """
 
     content: ContentKind
@@ -81,6 +83,8 @@ class Signals:
     purpose: str = ""
     robots: str = ""
     headers: tuple[str, ...] = ()
+    behaviour_score: float = 0.0
+    behaviour_flags: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

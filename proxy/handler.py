@@ -10,7 +10,7 @@ import time
 
 from aiohttp import web
 
-from .app_keys import CLIENTS, METRICS, ROBOTS, RULES, SETTINGS, STREAMS, UPSTREAM
+from .app_keys import BEHAVIOUR, CLIENTS, METRICS, ROBOTS, RULES, SETTINGS, STREAMS, UPSTREAM
 from .classify import classify
 from .clientip import resolve_client
 from .exchange import Action, ContentKind, Exchange
@@ -23,12 +23,17 @@ async def handle(request: web.Request) -> web.StreamResponse:
     ruleset = request.app[RULES].current  # one rule set for the whole exchange, even mid-reload
     robots = request.app[ROBOTS].canonical(ruleset.robots_disallowed)
     try:
-        ex.signals = classify(request, ex, ruleset, robots, request.app[CLIENTS])
+        ex.signals = classify(request, ex, ruleset, robots, request.app[CLIENTS],
+                              request.app[BEHAVIOUR], request.app[STREAMS])
         ex.verdict = ruleset.decide(ex)
         if ex.path == "/robots.txt" and ex.method in ("GET", "HEAD"):
             return serve_robots(request, ex, robots.text)
         return await respond(request, ex)
     finally:
+        if "behaviour" in ruleset.needs:
+            audio = ex.signals is not None and ex.signals.content is ContentKind.AUDIO
+            request.app[BEHAVIOUR].finish(ex.client.ip, ex.status,
+                                          ex.bytes_out if audio else 0, time.monotonic())
         request.app[METRICS].record(ex)
         log_access(ex)
 

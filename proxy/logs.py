@@ -91,6 +91,9 @@ def log_access(ex: Exchange) -> None:
             fields["robots"] = ex.signals.robots
         if ex.signals.headers:
             fields["headers"] = list(ex.signals.headers)
+        if ex.signals.behaviour_flags:
+            fields["behaviour"] = ex.signals.behaviour_score
+            fields["flags"] = list(ex.signals.behaviour_flags)
     if ex.bytes_in:
         fields["bytes_in"] = ex.bytes_in
     if ex.error:

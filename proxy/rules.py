@@ -19,6 +19,7 @@ from typing import Any
 from .agents import PURPOSES, UA_CLASSES, Agent, load_agents
 from .exchange import DEFAULT_ALLOW, Action, ContentKind, Exchange, Verdict
 from .robots import load_policy
+from .signals.behaviour import BEHAVIOUR_FLAGS
 from .signals.headers import HEADER_PROBLEMS
 from .signals.useragent import UAClassifier
 from .state import ROBOTS_STATES, VIOLATED_AFTER_READING, VIOLATED_WITHOUT_READING
@@ -119,6 +120,25 @@ def _compile_headers(problems: list[Any]) -> Predicate:
     return lambda ex: ex.signals is not None and not wanted.isdisjoint(ex.signals.headers)
 
 
+def _compile_score(values: list[Any]) -> Predicate:
+    """`behaviour_score: 0.7` matches a score of 0.7 or more."""
+    if len(values) != 1 or isinstance(values[0], bool) or not isinstance(values[0], int | float):
+        raise ValueError("takes one number from 0 to 1 (matches that score or more)")
+    threshold = float(values[0])
+    if not 0.0 <= threshold <= 1.0:
+        raise ValueError(f"takes one number from 0 to 1, got {threshold:g}")
+    return lambda ex: ex.signals is not None and ex.signals.behaviour_score >= threshold
+
+
+def _compile_flags(flags: list[Any]) -> Predicate:
+    for i, v in enumerate(flags):
+        if v not in BEHAVIOUR_FLAGS:
+            raise BadMatchValue(i, f"unknown behaviour flag {v!r}{suggest(str(v), BEHAVIOUR_FLAGS)}"
+                                   f"; one of {', '.join(BEHAVIOUR_FLAGS)}")
+    wanted = frozenset(flags)
+    return lambda ex: ex.signals is not None and not wanted.isdisjoint(ex.signals.behaviour_flags)
+
+
 def _compile_operator(operators: list[Any]) -> Predicate:
     wanted = frozenset(str(o).lower() for o in operators)
     return lambda ex: ex.signals is not None and ex.signals.operator.lower() in wanted
@@ -136,11 +156,19 @@ def match_keys(agents: dict[str, Agent]) -> dict[str, MatchCompiler]:
         "purpose": _one_of("purpose", tuple(p for p in PURPOSES if p)),
         "robots": _compile_robots,
         "headers": _compile_headers,
+        "behaviour_score": _compile_score,
+        "behaviour_flags": _compile_flags,
     }
 
 
-# Signals that cost something per request are computed only when a rule matches on them.
-COSTLY_SIGNALS = frozenset({"robots", "headers"})
+# Signals that cost something per request are computed only when a rule matches on them:
+# match key -> the signal it needs.
+COSTLY_SIGNALS = {
+    "robots": "robots",
+    "headers": "headers",
+    "behaviour_score": "behaviour",
+    "behaviour_flags": "behaviour",
+}
 
 # Actions the proxy can carry out today, with their parameter validators. Audio actions are
 # refused at load until they exist: a rule must never silently fall back to serving the file.
@@ -291,7 +319,8 @@ def _compile_rule(
     if len(problems) > before or action is None:
         return None
     origin = f"{display}:{raw.mark.line} {name}"
-    uses = frozenset(match) & COSTLY_SIGNALS if isinstance(match, dict) else frozenset()
+    uses = frozenset(COSTLY_SIGNALS[k] for k in match if k in COSTLY_SIGNALS) if isinstance(
+        match, dict) else frozenset()
     verdict = Verdict(
         action=action,
         origin=origin,

@@ -253,3 +253,32 @@ rules:
     ex.signals = Signals(content=ContentKind.PAGE, ua="", ua_class="ai-crawler", agent="GPTBot",
                          operator="OpenAI", purpose="training")
     assert ruleset.decide(ex).origin == "rules/10-ai.yaml:3 ai-training"
+
+
+def test_behaviour_and_header_match_keys_report_bad_values(tmp_path: Path, capsys):
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    write(rules, "10-b.yaml", """version: 1
+rules:
+  - name: b
+    match: {behaviour_score: 1.5, behaviour_flags: [no-contxt], headers: [no-sec-fech]}
+    action: block
+  - name: c
+    match: {robots: violatd}
+    action: block
+""")
+    assert main(["check", str(rules)]) == 1
+    assert capsys.readouterr().err.splitlines() == [
+        "rules/10-b.yaml:4:30: rule 'b': match key 'behaviour_score': takes one number from 0 "
+        "to 1, got 1.5",
+        "rules/10-b.yaml:4:53: rule 'b': match key 'behaviour_flags': unknown behaviour flag "
+        "'no-contxt' (did you mean 'no-context'?); one of no-context, whole-file, fast, "
+        "many-tracks, faster-than-playback, head-sweep, not-found, parallel-audio, rotating",
+        "rules/10-b.yaml:4:75: rule 'b': match key 'headers': unknown header check "
+        "'no-sec-fech' (did you mean 'no-sec-fetch'?); one of inconsistent, no-accept-language, "
+        "no-accept-encoding, no-sec-fetch, no-client-hints, tool-headers",
+        "rules/10-b.yaml:7:21: rule 'c': match key 'robots': unknown robots state 'violatd' "
+        "(did you mean 'violated'?); one of unseen, compliant, violated-after-reading, "
+        "violated-without-reading, violated",
+        "4 errors",
+    ]

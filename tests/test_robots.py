@@ -172,3 +172,29 @@ def test_policy_can_never_produce_a_global_disallow(tmp_path: Path):
         "rules/robots.yaml:2:18: '*' is not an agent token (letters, digits, '-', '_', '.'); "
         "SonicShield never writes a `User-agent: *` group"
     ]
+
+
+BEHAVIOUR_RULES = """version: 1
+rules:
+  - name: acts-like-a-crawler
+    match: {content: audio, behaviour_score: 0.5}
+    action: block
+"""
+
+
+async def test_rotating_crawler_is_stopped_at_its_second_track_and_a_listener_never(proxy):
+    base = await proxy(BEHAVIOUR_RULES)
+    tracks = ["harbour-at-dawn", "salt-and-cedar", "low-tide-lanterns", "moth-waltz"]
+    crawler = [await get(base, f"/stream/{t}.mp3", CHROME, f"127.0.0.{2 + i}")
+               for i, t in enumerate(tracks)]
+    assert [r.status for r in crawler] == [200, 403, 403, 403]
+    # a listener with the same browser: page first, then the player's ranged reads
+    async with aiohttp.ClientSession() as s:
+        headers = {"User-Agent": CHROME, "X-Forwarded-For": "198.51.100.20",
+                   "Accept-Language": "en-GB"}
+        async with s.get(base + "/album/first-light", headers=headers) as r:
+            assert r.status == 200
+        for t in tracks:
+            async with s.get(base + f"/stream/{t}.mp3", headers={
+                **headers, "Range": "bytes=0-", "Referer": f"{base}/album/first-light"}) as r:
+                assert r.status == 200, r.headers.get("X-SonicShield-Verdict")

@@ -1,0 +1,239 @@
+"""Behaviour: how a client has been acting, as a score 0..1 and named flags.
+
+Three keys per request: the source address; its /24 (IPv4) or /64 (IPv6) network; and a
+fingerprint of the User-Agent and the headers a client stack chooses (Accept, Accept-Language,
+Accept-Encoding, sec-ch-ua), which ties a crawler rotating its source address together.
+
+Volume flags (fast, many-tracks, faster-than-playback, parallel-audio) are judged on the
+address alone: a network or a fingerprint is shared by many real listeners (one office NAT,
+one popular browser version), and their sum is not a crawler. The network and fingerprint
+keys carry only the flags no listener produces: audio without the page that embeds it, whole
+files without a Range from outside the store's own pages, HEAD sweeps, 404 runs, and, for the
+fingerprint, one stack seen from many addresses doing those things.
+
+Memory: each key is one row of a preallocated flat array of doubles (exponentially decayed
+counters sharing one timestamp; no per-request lists), plus two 64-bit masks used as linear
+counters of distinct tracks and distinct addresses. The store holds at most `capacity` rows;
+when full, the least recently seen of 8 sampled rows is evicted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import math
+import random
+import zlib
+from array import array
+from dataclasses import dataclass
+
+# row layout
+LAST, REQ, AUDIO, WHOLE, NO_CONTEXT, PAGES, HEADS, NOT_FOUND, AUDIO_BYTES = range(9)
+FIELDS = 9
+TRACKS, ADDRESSES = 0, 1  # masks
+SHORT_HALF_LIFE = 60.0  # request rate
+LONG_HALF_LIFE = 600.0  # everything else
+
+# Thresholds on decayed counts. A steady rate r per second settles at r * half_life / ln 2
+# (86.6 r for 60 s, 866 r for 600 s). "n events" thresholds sit at n - 0.5, because n events
+# a few seconds apart have already decayed below n.
+FAST_REQUESTS = 150.0  # ~1.7 requests/s sustained, or a burst of 150
+MANY_TRACKS = 12  # distinct tracks in the recent window (linear-counting estimate)
+FASTER_THAN_PLAYBACK_BYTES = 100e6  # ~115 KB/s sustained: 3x real time at 320 kbps
+NO_CONTEXT_AUDIO = 1.5
+WHOLE_FILE_AUDIO = 1.5
+HEAD_SWEEP = 4.5
+NOT_FOUND_RUN = 9.5
+PARALLEL_AUDIO = 4.0
+ROTATING_ADDRESSES = 4
+
+WEIGHTS = {
+    "no-context": 0.45,
+    "whole-file": 0.25,
+    "fast": 0.3,
+    "many-tracks": 0.3,
+    "faster-than-playback": 0.35,
+    "head-sweep": 0.4,
+    "not-found": 0.3,
+    "parallel-audio": 0.3,
+    "rotating": 0.5,
+}
+BEHAVIOUR_FLAGS = tuple(WEIGHTS)
+
+
+@dataclass(frozen=True, slots=True)
+class Behaviour:
+    score: float
+    flags: tuple[str, ...]
+
+
+NONE = Behaviour(0.0, ())
+
+
+def _linear_count(mask: int) -> int:
+    """Distinct items from a 64-bit linear counter (Whang et al.): -m ln(V), V = empty share."""
+    empty = 64 - mask.bit_count()
+    return 200 if empty == 0 else round(-64 * math.log(empty / 64))
+
+
+class BehaviourStore:
+    def __init__(self, capacity: int, seed: int | None = None) -> None:
+        self.capacity = capacity
+        self.values = array("d", bytes(8 * FIELDS * capacity))
+        self.masks = array("Q", bytes(8 * 2 * capacity))
+        self.rows: dict[str, int] = {}
+        self.keys: list[str | None] = [None] * capacity
+        self.evictions = 0
+        self._next = 0
+        self._random = random.Random(seed)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def row(self, key: str, now: float) -> int:
+        """The key's row, decayed to `now` (allocated, or evicting another, when new)."""
+        r = self.rows.get(key)
+        v = self.values
+        if r is None:
+            r = self._allocate()
+            self.rows[key] = r
+            self.keys[r] = key
+            base = r * FIELDS
+            v[base : base + FIELDS] = array("d", bytes(8 * FIELDS))
+            v[base + LAST] = now
+            self.masks[2 * r] = self.masks[2 * r + 1] = 0
+            return r
+        base = r * FIELDS
+        elapsed = now - v[base + LAST]
+        if elapsed > 0:
+            short = math.exp(-elapsed * math.log(2) / SHORT_HALF_LIFE)
+            long_ = math.exp(-elapsed * math.log(2) / LONG_HALF_LIFE)
+            v[base + REQ] *= short
+            for field in (AUDIO, WHOLE, NO_CONTEXT, PAGES, HEADS, NOT_FOUND, AUDIO_BYTES):
+                v[base + field] *= long_
+            if elapsed > LONG_HALF_LIFE:  # the distinct counters start a new window
+                self.masks[2 * r] = self.masks[2 * r + 1] = 0
+            v[base + LAST] = now
+        return r
+
+    def _allocate(self) -> int:
+        if self._next < self.capacity:
+            self._next += 1
+            return self._next - 1
+        v = self.values
+        victim = min(
+            (self._random.randrange(self.capacity) for _ in range(8)),
+            key=lambda r: v[r * FIELDS + LAST],
+        )
+        old = self.keys[victim]
+        if old is not None:
+            del self.rows[old]
+        self.evictions += 1
+        return victim
+
+
+@dataclass(frozen=True, slots=True)
+class RequestFacts:
+    """What the behaviour signal needs to know about one request."""
+
+    ip: str
+    fingerprint: str
+    method: str
+    path: str
+    is_audio: bool
+    is_page: bool
+    has_range: bool
+    same_site_referer: bool
+    open_streams: int  # responses this address has open right now (the stream limiter's count)
+
+
+def network_key(ip: str) -> str:
+    if ":" not in ip:
+        return "n:" + ip.rsplit(".", 1)[0]
+    try:
+        return "n:" + str(ipaddress.IPv6Network(f"{ip}/64", strict=False).network_address)
+    except ValueError:
+        return "n:" + ip
+
+
+def fingerprint(ua: str, accept: str, language: str, encoding: str, hints: str) -> str:
+    digest = hashlib.blake2b(
+        "\x00".join((ua, accept, language, encoding, hints)).encode(), digest_size=8
+    )
+    return "f:" + digest.hexdigest()
+
+
+class BehaviourTracker:
+    """Updates the three keys of a request and judges them."""
+
+    def __init__(self, store: BehaviourStore) -> None:
+        self.store = store
+
+    def observe(self, facts: RequestFacts, now: float) -> Behaviour:
+        s = self.store
+        v = s.values
+        ip_row = s.row("i:" + facts.ip, now)
+        rows = (ip_row, s.row(network_key(facts.ip), now), s.row(facts.fingerprint, now))
+        address_bit = 1 << (zlib.crc32(facts.ip.encode()) & 63)
+        track_bit = 1 << (zlib.crc32(facts.path.encode()) & 63) if facts.is_audio else 0
+        for r in rows:
+            b = r * FIELDS
+            v[b + REQ] += 1.0
+            s.masks[2 * r + ADDRESSES] |= address_bit
+            if facts.method == "HEAD":
+                v[b + HEADS] += 1.0
+            if facts.is_page:
+                v[b + PAGES] += 1.0
+            if facts.is_audio and facts.method == "GET":
+                v[b + AUDIO] += 1.0
+                s.masks[2 * r + TRACKS] |= track_bit
+                if not facts.same_site_referer:
+                    # a download button on the store's own page is a whole-file GET too
+                    if not facts.has_range:
+                        v[b + WHOLE] += 1.0
+                    if v[b + PAGES] < 0.5:
+                        v[b + NO_CONTEXT] += 1.0
+        return self.judge(rows, facts.open_streams)
+
+    def finish(self, ip: str, status: int, audio_bytes: int, now: float) -> None:
+        """After the response: 404s and audio bytes, counted on the address key."""
+        s = self.store
+        r = s.row("i:" + ip, now)
+        b = r * FIELDS
+        if status == 404:
+            s.values[b + NOT_FOUND] += 1.0
+        s.values[b + AUDIO_BYTES] += audio_bytes
+
+    def judge(self, rows: tuple[int, int, int], open_streams: int) -> Behaviour:
+        v, masks = self.store.values, self.store.masks
+        ip_row, _, fp_row = rows
+        flags: list[str] = []
+        ib = ip_row * FIELDS
+        if v[ib + REQ] >= FAST_REQUESTS:
+            flags.append("fast")
+        if _linear_count(masks[2 * ip_row + TRACKS]) >= MANY_TRACKS:
+            flags.append("many-tracks")
+        if v[ib + AUDIO_BYTES] >= FASTER_THAN_PLAYBACK_BYTES:
+            flags.append("faster-than-playback")
+        if open_streams >= PARALLEL_AUDIO:
+            flags.append("parallel-audio")
+        for r in rows:  # flags no listener produces, on every key
+            b = r * FIELDS
+            for field, threshold, name in (
+                (NO_CONTEXT, NO_CONTEXT_AUDIO, "no-context"),
+                (WHOLE, WHOLE_FILE_AUDIO, "whole-file"),
+                (HEADS, HEAD_SWEEP, "head-sweep"),
+                (NOT_FOUND, NOT_FOUND_RUN, "not-found"),
+            ):
+                if v[b + field] >= threshold and name not in flags:
+                    flags.append(name)
+        fb = fp_row * FIELDS
+        if (_linear_count(masks[2 * fp_row + ADDRESSES]) >= ROTATING_ADDRESSES
+                and (v[fb + NO_CONTEXT] >= 1.0 or v[fb + WHOLE] >= 1.0)):
+            flags.append("rotating")
+        if not flags:
+            return NONE
+        keep = 1.0
+        for name in flags:
+            keep *= 1.0 - WEIGHTS[name]
+        return Behaviour(round(1.0 - keep, 3), tuple(flags))
