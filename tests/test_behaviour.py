@@ -83,7 +83,8 @@ def test_rotation_itself_is_named():
     for i in range(8):
         result = t.observe(facts(f"203.0.113.{10 + i}", f"/stream/t{i}.mp3", fp=CRAWLER_FP,
                                  referer=False), float(i))
-    assert result is not None and "rotating" in result.flags
+    assert result is not None
+    assert "rotating" in result.flags
 
 
 def test_head_sweeps_404_runs_and_parallel_streams():
