@@ -18,7 +18,7 @@ demo: $(STAMP)
 	$(BIN)/sonicshield demo
 
 lint: $(STAMP)
-	$(BIN)/ruff check proxy tests
+	$(BIN)/ruff check proxy tests bench
 
 typecheck: $(STAMP)
 	$(BIN)/mypy proxy

@@ -9,7 +9,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 from yarl import URL
 
-from .app_keys import BEHAVIOUR, CLIENTS, METRICS, ROBOTS, RULES, SETTINGS, STREAMS, UPSTREAM
+from .app_keys import CLIENTS, METRICS, ROBOTS, RULES, SETTINGS, STREAMS, UPSTREAM
 from .deadlines import DeadlineWatch
 from .forward import Upstream, make_session
 from .handler import handle
@@ -17,7 +17,6 @@ from .metrics import Metrics
 from .robots import RobotsSource
 from .rules import LiveRules
 from .settings import Settings
-from .signals.behaviour import BehaviourStore, BehaviourTracker
 from .state import ClientStore
 from .streams import StreamLimiter
 
@@ -54,7 +53,6 @@ def build_app(
     app[ROBOTS] = RobotsSource(settings.upstream.url + "/robots.txt",
                                settings.upstream.robots_refresh)
     app[CLIENTS] = ClientStore(settings.limits.tracked_clients)
-    app[BEHAVIOUR] = BehaviourTracker(BehaviourStore(settings.limits.tracked_clients))
     app.cleanup_ctx.append(_upstream_ctx)
     app.router.add_route("*", "/{tail:.*}", handle)
     return app

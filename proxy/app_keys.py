@@ -9,7 +9,6 @@ from .metrics import Metrics
 from .robots import RobotsSource
 from .rules import LiveRules
 from .settings import Settings
-from .signals.behaviour import BehaviourTracker
 from .state import ClientStore
 from .streams import StreamLimiter
 
@@ -20,4 +19,3 @@ RULES = web.AppKey("rules", LiveRules)
 STREAMS = web.AppKey("streams", StreamLimiter)
 ROBOTS = web.AppKey("robots", RobotsSource)
 CLIENTS = web.AppKey("clients", ClientStore)
-BEHAVIOUR = web.AppKey("behaviour", BehaviourTracker)

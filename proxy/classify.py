@@ -16,20 +16,22 @@ from .rules import RuleSet
 from .signals.behaviour import NONE, BehaviourTracker, RequestFacts, fingerprint
 from .signals.content import content_kind
 from .signals.headers import header_problems
-from .state import VIOLATED_AFTER_READING, VIOLATED_WITHOUT_READING, ClientStore
+from .state import ClientStore
 from .streams import StreamLimiter
 
 
 def classify(
     request: web.Request, ex: Exchange, ruleset: RuleSet, robots: CanonicalRobots,
-    clients: ClientStore, behaviour: BehaviourTracker, streams: StreamLimiter,
+    clients: ClientStore, streams: StreamLimiter,
 ) -> Signals:
     headers = request.headers
     ua_text = headers.get("User-Agent", "")
     info = ruleset.ua.classify(ua_text)
     content = content_kind(ex.path)
     needs = ruleset.needs
-    robots_state = robots_compliance(ex, info.agent, robots, clients) if "robots" in needs else ""
+    robots_state = ""
+    if "robots" in needs:
+        robots_state = robots_compliance(ex, info.agent, robots, clients, time.monotonic())
     problems: tuple[str, ...] = ()
     if "headers" in needs:
         problems = header_problems(info.ua_class, ua_text, headers, ex.client.scheme,
@@ -51,7 +53,7 @@ def classify(
             same_site_referer=bool(referer) and _same_site(referer, ex.client.host),
             open_streams=streams.open.get(ex.client.ip, 0),
         )
-        acting = behaviour.observe(facts, time.monotonic())
+        acting = BehaviourTracker(clients).observe(facts, time.monotonic())
     return Signals(
         content=content,
         ua=ua_text,
@@ -73,14 +75,10 @@ def _same_site(referer: str, host: str) -> bool:
 
 
 def robots_compliance(
-    ex: Exchange, agent: str, robots: CanonicalRobots, clients: ClientStore
+    ex: Exchange, agent: str, robots: CanonicalRobots, clients: ClientStore, now: float
 ) -> str:
     """The client's robots.txt state after this request; a first violation is remembered."""
-    state = clients.touch(ex.client.ip)
-    if not state.robots_violation and ex.path != "/robots.txt" and not robots.allows(
-        ex.path, agent
-    ):
-        state.robots_violation = (
-            VIOLATED_AFTER_READING if state.robots_read_at else VIOLATED_WITHOUT_READING
-        )
-    return state.robots_state
+    row = clients.row("i:" + ex.client.ip, now)
+    if ex.path != "/robots.txt" and not robots.allows(ex.path, agent):
+        return clients.robots_violated(row)
+    return clients.robots_state(row)

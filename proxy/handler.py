@@ -10,12 +10,13 @@ import time
 
 from aiohttp import web
 
-from .app_keys import BEHAVIOUR, CLIENTS, METRICS, ROBOTS, RULES, SETTINGS, STREAMS, UPSTREAM
+from .app_keys import CLIENTS, METRICS, ROBOTS, RULES, SETTINGS, STREAMS, UPSTREAM
 from .classify import classify
 from .clientip import resolve_client
 from .exchange import Action, ContentKind, Exchange
 from .forward import UpstreamError, open_upstream, proxy_websocket, stream_response
 from .logs import log_access
+from .signals.behaviour import BehaviourTracker
 
 
 async def handle(request: web.Request) -> web.StreamResponse:
@@ -24,7 +25,7 @@ async def handle(request: web.Request) -> web.StreamResponse:
     robots = request.app[ROBOTS].canonical(ruleset.robots_disallowed)
     try:
         ex.signals = classify(request, ex, ruleset, robots, request.app[CLIENTS],
-                              request.app[BEHAVIOUR], request.app[STREAMS])
+                              request.app[STREAMS])
         ex.verdict = ruleset.decide(ex)
         if ex.path == "/robots.txt" and ex.method in ("GET", "HEAD"):
             return serve_robots(request, ex, robots.text)
@@ -32,8 +33,8 @@ async def handle(request: web.Request) -> web.StreamResponse:
     finally:
         if "behaviour" in ruleset.needs:
             audio = ex.signals is not None and ex.signals.content is ContentKind.AUDIO
-            request.app[BEHAVIOUR].finish(ex.client.ip, ex.status,
-                                          ex.bytes_out if audio else 0, time.monotonic())
+            BehaviourTracker(request.app[CLIENTS]).finish(
+                ex.client.ip, ex.status, ex.bytes_out if audio else 0, time.monotonic())
         request.app[METRICS].record(ex)
         log_access(ex)
 
@@ -54,9 +55,8 @@ def start_exchange(request: web.Request) -> Exchange:
 def serve_robots(request: web.Request, ex: Exchange, text: str) -> web.Response:
     """robots.txt: the canonical file, 200, to every client whatever the verdict (a crawler
     that was never told cannot be said to have ignored the reservation)."""
-    state = request.app[CLIENTS].touch(ex.client.ip)
-    if not state.robots_read_at:
-        state.robots_read_at = time.time()
+    clients = request.app[CLIENTS]
+    clients.robots_read(clients.row("i:" + ex.client.ip, time.monotonic()), time.time())
     body = text.encode()
     ex.status, ex.variant = 200, "robots.txt"
     ex.bytes_out = 0 if request.method == "HEAD" else len(body)

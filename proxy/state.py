@@ -1,13 +1,28 @@
-"""What the proxy remembers about each client, in a store with a hard cap.
+"""What the proxy remembers about each client, in one store with a hard cap.
 
 A crawler rotating through 100,000 source addresses must not grow the proxy without bound, so
-the store holds at most `capacity` clients and evicts the least recently seen. Each entry is a
-small __slots__ object; see docs/benchmarks.md for the measured bytes per client.
+the store holds at most `capacity` keys and, when full, evicts the least recently seen of 8
+sampled keys. Each key is one row of a preallocated flat array of doubles (decayed counters
+sharing one timestamp, and the robots.txt facts) plus two 64-bit masks used as linear counters:
+no per-client objects, no per-request lists. docs/benchmarks.md has the bytes per client.
+
+Keys: "i:ADDRESS" (a client address), "n:NETWORK" (its /24 or /64), "f:FINGERPRINT".
 """
 
 from __future__ import annotations
 
-from collections import OrderedDict
+import math
+import random
+from array import array
+
+# row layout: decayed behaviour counters, then the robots.txt facts (not decayed)
+LAST, REQ, AUDIO, WHOLE, NO_CONTEXT, PAGES, HEADS, NOT_FOUND, AUDIO_BYTES = range(9)
+ROBOTS_READ, ROBOTS_VIOLATION = 9, 10  # wall time of the first robots.txt read; 0/1/2 below
+FIELDS = 11
+_DECAYED_LONG = (AUDIO, WHOLE, NO_CONTEXT, PAGES, HEADS, NOT_FOUND, AUDIO_BYTES)
+TRACKS, ADDRESSES = 0, 1  # masks
+SHORT_HALF_LIFE = 60.0  # request rate
+LONG_HALF_LIFE = 600.0  # everything else
 
 # robots.txt compliance states, as rules name them
 UNSEEN = "unseen"
@@ -15,50 +30,78 @@ COMPLIANT = "compliant"
 VIOLATED_AFTER_READING = "violated-after-reading"
 VIOLATED_WITHOUT_READING = "violated-without-reading"
 ROBOTS_STATES = (UNSEEN, COMPLIANT, VIOLATED_AFTER_READING, VIOLATED_WITHOUT_READING)
-
-
-class ClientState:
-    """One client's memory.
-
-    robots_read_at: wall time of its first robots.txt fetch, 0.0 if never.
-    robots_violation: the first violation, sticky: "" none, or one of the VIOLATED_* states.
-    """
-
-    __slots__ = ("robots_read_at", "robots_violation")
-
-    def __init__(self) -> None:
-        self.robots_read_at = 0.0
-        self.robots_violation = ""
-
-    @property
-    def robots_state(self) -> str:
-        if self.robots_violation:
-            return self.robots_violation
-        return COMPLIANT if self.robots_read_at else UNSEEN
+_VIOLATIONS = {1.0: VIOLATED_AFTER_READING, 2.0: VIOLATED_WITHOUT_READING}
 
 
 class ClientStore:
-    """Bounded LRU map from client key to ClientState."""
-
-    def __init__(self, capacity: int) -> None:
+    def __init__(self, capacity: int, seed: int | None = None) -> None:
         self.capacity = capacity
+        self.values = array("d", bytes(8 * FIELDS * capacity))
+        self.masks = array("Q", bytes(8 * 2 * capacity))
+        self.rows: dict[str, int] = {}
+        self.keys: list[str | None] = [None] * capacity
         self.evictions = 0
-        self._clients: OrderedDict[str, ClientState] = OrderedDict()
+        self._next = 0
+        self._random = random.Random(seed)
 
     def __len__(self) -> int:
-        return len(self._clients)
+        return len(self.rows)
 
-    def get(self, key: str) -> ClientState | None:
-        return self._clients.get(key)
+    def row(self, key: str, now: float) -> int:
+        """The key's row, decayed to `now` (allocated, or evicting another, when new)."""
+        r = self.rows.get(key)
+        v = self.values
+        if r is None:
+            r = self._allocate()
+            self.rows[key] = r
+            self.keys[r] = key
+            base = r * FIELDS
+            v[base : base + FIELDS] = array("d", bytes(8 * FIELDS))
+            v[base + LAST] = now
+            self.masks[2 * r] = self.masks[2 * r + 1] = 0
+            return r
+        base = r * FIELDS
+        elapsed = now - v[base + LAST]
+        if elapsed > 0:
+            short = math.exp(-elapsed * math.log(2) / SHORT_HALF_LIFE)
+            long_ = math.exp(-elapsed * math.log(2) / LONG_HALF_LIFE)
+            v[base + REQ] *= short
+            for field in _DECAYED_LONG:
+                v[base + field] *= long_
+            if elapsed > LONG_HALF_LIFE:  # the distinct counters start a new window
+                self.masks[2 * r] = self.masks[2 * r + 1] = 0
+            v[base + LAST] = now
+        return r
 
-    def touch(self, key: str) -> ClientState:
-        """The client's state, created if new; marks it most recently seen."""
-        state = self._clients.get(key)
-        if state is None:
-            state = self._clients[key] = ClientState()
-            if len(self._clients) > self.capacity:
-                self._clients.popitem(last=False)
-                self.evictions += 1
-        else:
-            self._clients.move_to_end(key)
-        return state
+    def _allocate(self) -> int:
+        if self._next < self.capacity:
+            self._next += 1
+            return self._next - 1
+        v = self.values
+        victim = min(
+            (self._random.randrange(self.capacity) for _ in range(8)),
+            key=lambda r: v[r * FIELDS + LAST],
+        )
+        old = self.keys[victim]
+        if old is not None:
+            del self.rows[old]
+        self.evictions += 1
+        return victim
+
+    def robots_state(self, row: int) -> str:
+        base = row * FIELDS
+        violation = self.values[base + ROBOTS_VIOLATION]
+        if violation:
+            return _VIOLATIONS[violation]
+        return COMPLIANT if self.values[base + ROBOTS_READ] else UNSEEN
+
+    def robots_read(self, row: int, wall_time: float) -> None:
+        if not self.values[row * FIELDS + ROBOTS_READ]:
+            self.values[row * FIELDS + ROBOTS_READ] = wall_time
+
+    def robots_violated(self, row: int) -> str:
+        """Record a violation (the first one sticks) and return the state."""
+        base = row * FIELDS
+        if not self.values[base + ROBOTS_VIOLATION]:
+            self.values[base + ROBOTS_VIOLATION] = 1.0 if self.values[base + ROBOTS_READ] else 2.0
+        return self.robots_state(row)

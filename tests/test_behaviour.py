@@ -4,15 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from proxy.signals.behaviour import (
-    FIELDS,
-    LONG_HALF_LIFE,
-    NO_CONTEXT,
-    BehaviourStore,
-    BehaviourTracker,
-    RequestFacts,
-    fingerprint,
-)
+from proxy.signals.behaviour import BehaviourTracker, RequestFacts, fingerprint
+from proxy.state import FIELDS, LONG_HALF_LIFE, NO_CONTEXT, ClientStore
 
 CHROME_FP = fingerprint("Mozilla/5.0 ... Chrome/131", "*/*", "en-GB", "gzip", '"Chromium"')
 CRAWLER_FP = fingerprint("Mozilla/5.0 ... Chrome/131", "*/*", "", "gzip, deflate", "")
@@ -27,7 +20,7 @@ def facts(ip: str, path: str, *, fp: str = CHROME_FP, method: str = "GET", rng: 
 
 
 def test_store_never_exceeds_its_capacity():
-    store = BehaviourStore(1000, seed=1)
+    store = ClientStore(1000, seed=1)
     for i in range(20_000):
         store.row(f"i:10.{i >> 16 & 255}.{i >> 8 & 255}.{i & 255}", float(i))
     assert len(store) == 1000
@@ -36,7 +29,7 @@ def test_store_never_exceeds_its_capacity():
 
 
 def test_counters_halve_every_half_life():
-    store = BehaviourStore(10)
+    store = ClientStore(10)
     r = store.row("i:1.2.3.4", 0.0)
     store.values[r * FIELDS + NO_CONTEXT] = 8.0
     store.row("i:1.2.3.4", LONG_HALF_LIFE)
@@ -44,7 +37,7 @@ def test_counters_halve_every_half_life():
 
 
 def test_a_listener_session_raises_nothing():
-    t = BehaviourTracker(BehaviourStore(100))
+    t = BehaviourTracker(ClientStore(100))
     now = 0.0
     session = ["/", "/static/style.css", "/cover/a.png", "/album/first-light",
                "/stream/harbour-at-dawn.mp3", "/stream/salt-and-cedar.mp3",
@@ -66,7 +59,7 @@ def test_a_listener_session_raises_nothing():
 
 
 def test_a_rotating_crawler_is_flagged_by_its_second_track():
-    t = BehaviourTracker(BehaviourStore(1000))
+    t = BehaviourTracker(ClientStore(1000))
     results = []
     for i, track in enumerate(["harbour-at-dawn", "salt-and-cedar", "low-tide-lanterns"]):
         ip = f"127.0.0.{2 + i}"  # a new address for every request
@@ -78,7 +71,7 @@ def test_a_rotating_crawler_is_flagged_by_its_second_track():
 
 
 def test_rotation_itself_is_named():
-    t = BehaviourTracker(BehaviourStore(1000))
+    t = BehaviourTracker(ClientStore(1000))
     result = None
     for i in range(8):
         result = t.observe(facts(f"203.0.113.{10 + i}", f"/stream/t{i}.mp3", fp=CRAWLER_FP,
@@ -88,7 +81,7 @@ def test_rotation_itself_is_named():
 
 
 def test_head_sweeps_404_runs_and_parallel_streams():
-    t = BehaviourTracker(BehaviourStore(100))
+    t = BehaviourTracker(ClientStore(100))
     for i in range(5):
         r = t.observe(facts("192.0.2.1", f"/stream/t{i}.mp3", method="HEAD"), float(i))
     assert "head-sweep" in r.flags

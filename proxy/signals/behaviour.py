@@ -11,10 +11,7 @@ keys carry only the flags no listener produces: audio without the page that embe
 files without a Range from outside the store's own pages, HEAD sweeps, 404 runs, and, for the
 fingerprint, one stack seen from many addresses doing those things.
 
-Memory: each key is one row of a preallocated flat array of doubles (exponentially decayed
-counters sharing one timestamp; no per-request lists), plus two 64-bit masks used as linear
-counters of distinct tracks and distinct addresses. The store holds at most `capacity` rows;
-when full, the least recently seen of 8 sampled rows is evicted.
+The counters live in proxy/state.py's capped store (decayed, one row per key).
 """
 
 from __future__ import annotations
@@ -22,17 +19,23 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import math
-import random
 import zlib
-from array import array
 from dataclasses import dataclass
 
-# row layout
-LAST, REQ, AUDIO, WHOLE, NO_CONTEXT, PAGES, HEADS, NOT_FOUND, AUDIO_BYTES = range(9)
-FIELDS = 9
-TRACKS, ADDRESSES = 0, 1  # masks
-SHORT_HALF_LIFE = 60.0  # request rate
-LONG_HALF_LIFE = 600.0  # everything else
+from ..state import (
+    ADDRESSES,
+    AUDIO,
+    AUDIO_BYTES,
+    FIELDS,
+    HEADS,
+    NO_CONTEXT,
+    NOT_FOUND,
+    PAGES,
+    REQ,
+    TRACKS,
+    WHOLE,
+    ClientStore,
+)
 
 # Thresholds on decayed counts. A steady rate r per second settles at r * half_life / ln 2
 # (86.6 r for 60 s, 866 r for 600 s). "n events" thresholds sit at n - 0.5, because n events
@@ -46,6 +49,7 @@ HEAD_SWEEP = 4.5
 NOT_FOUND_RUN = 9.5
 PARALLEL_AUDIO = 4.0
 ROTATING_ADDRESSES = 4
+
 
 WEIGHTS = {
     "no-context": 0.45,
@@ -74,62 +78,6 @@ def _linear_count(mask: int) -> int:
     """Distinct items from a 64-bit linear counter (Whang et al.): -m ln(V), V = empty share."""
     empty = 64 - mask.bit_count()
     return 200 if empty == 0 else round(-64 * math.log(empty / 64))
-
-
-class BehaviourStore:
-    def __init__(self, capacity: int, seed: int | None = None) -> None:
-        self.capacity = capacity
-        self.values = array("d", bytes(8 * FIELDS * capacity))
-        self.masks = array("Q", bytes(8 * 2 * capacity))
-        self.rows: dict[str, int] = {}
-        self.keys: list[str | None] = [None] * capacity
-        self.evictions = 0
-        self._next = 0
-        self._random = random.Random(seed)
-
-    def __len__(self) -> int:
-        return len(self.rows)
-
-    def row(self, key: str, now: float) -> int:
-        """The key's row, decayed to `now` (allocated, or evicting another, when new)."""
-        r = self.rows.get(key)
-        v = self.values
-        if r is None:
-            r = self._allocate()
-            self.rows[key] = r
-            self.keys[r] = key
-            base = r * FIELDS
-            v[base : base + FIELDS] = array("d", bytes(8 * FIELDS))
-            v[base + LAST] = now
-            self.masks[2 * r] = self.masks[2 * r + 1] = 0
-            return r
-        base = r * FIELDS
-        elapsed = now - v[base + LAST]
-        if elapsed > 0:
-            short = math.exp(-elapsed * math.log(2) / SHORT_HALF_LIFE)
-            long_ = math.exp(-elapsed * math.log(2) / LONG_HALF_LIFE)
-            v[base + REQ] *= short
-            for field in (AUDIO, WHOLE, NO_CONTEXT, PAGES, HEADS, NOT_FOUND, AUDIO_BYTES):
-                v[base + field] *= long_
-            if elapsed > LONG_HALF_LIFE:  # the distinct counters start a new window
-                self.masks[2 * r] = self.masks[2 * r + 1] = 0
-            v[base + LAST] = now
-        return r
-
-    def _allocate(self) -> int:
-        if self._next < self.capacity:
-            self._next += 1
-            return self._next - 1
-        v = self.values
-        victim = min(
-            (self._random.randrange(self.capacity) for _ in range(8)),
-            key=lambda r: v[r * FIELDS + LAST],
-        )
-        old = self.keys[victim]
-        if old is not None:
-            del self.rows[old]
-        self.evictions += 1
-        return victim
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,7 +114,7 @@ def fingerprint(ua: str, accept: str, language: str, encoding: str, hints: str) 
 class BehaviourTracker:
     """Updates the three keys of a request and judges them."""
 
-    def __init__(self, store: BehaviourStore) -> None:
+    def __init__(self, store: ClientStore) -> None:
         self.store = store
 
     def observe(self, facts: RequestFacts, now: float) -> Behaviour:
