@@ -9,7 +9,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 from yarl import URL
 
-from .app_keys import CLIENTS, METRICS, ROBOTS, RULES, SETTINGS, STREAMS, UPSTREAM
+from .app_keys import CLIENTS, METRICS, ROBOTS, RULES, SETTINGS, STREAMS, TARPITS, UPSTREAM
 from .deadlines import DeadlineWatch
 from .forward import Upstream, make_session
 from .handler import handle
@@ -19,6 +19,7 @@ from .rules import LiveRules
 from .settings import Settings
 from .state import ClientStore
 from .streams import StreamLimiter
+from .tarpit import Tarpits
 
 
 async def _upstream_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -53,6 +54,7 @@ def build_app(
     app[ROBOTS] = RobotsSource(settings.upstream.url + "/robots.txt",
                                settings.upstream.robots_refresh)
     app[CLIENTS] = ClientStore(settings.limits.tracked_clients)
+    app[TARPITS] = Tarpits(settings.limits.tarpits)
     app.cleanup_ctx.append(_upstream_ctx)
     app.router.add_route("*", "/{tail:.*}", handle)
     return app

@@ -11,6 +11,7 @@ from .rules import LiveRules
 from .settings import Settings
 from .state import ClientStore
 from .streams import StreamLimiter
+from .tarpit import Tarpits
 
 SETTINGS = web.AppKey("settings", Settings)
 UPSTREAM = web.AppKey("upstream", Upstream)
@@ -19,3 +20,4 @@ RULES = web.AppKey("rules", LiveRules)
 STREAMS = web.AppKey("streams", StreamLimiter)
 ROBOTS = web.AppKey("robots", RobotsSource)
 CLIENTS = web.AppKey("clients", ClientStore)
+TARPITS = web.AppKey("tarpits", Tarpits)

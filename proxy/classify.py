@@ -48,7 +48,8 @@ def classify(
             method=ex.method,
             path=ex.path,
             is_audio=content is ContentKind.AUDIO,
-            is_page=content is ContentKind.PAGE,
+            # a podcast app reads the feed, then downloads enclosures with no Referer
+            is_page=content in (ContentKind.PAGE, ContentKind.FEED),
             has_range="Range" in headers,
             same_site_referer=bool(referer) and _same_site(referer, ex.client.host),
             open_streams=streams.open.get(ex.client.ip, 0),

@@ -10,7 +10,7 @@ import time
 
 from aiohttp import web
 
-from .app_keys import CLIENTS, METRICS, ROBOTS, RULES, SETTINGS, STREAMS, UPSTREAM
+from .app_keys import CLIENTS, METRICS, ROBOTS, RULES, SETTINGS, STREAMS, TARPITS, UPSTREAM
 from .classify import classify
 from .clientip import resolve_client
 from .exchange import Action, ContentKind, Exchange
@@ -73,10 +73,18 @@ def _verdict_header(request: web.Request, ex: Exchange, resp: web.StreamResponse
 
 async def respond(request: web.Request, ex: Exchange) -> web.StreamResponse:
     app = request.app
-    # Declarations (robots.txt, /.well-known/, ai.txt) are never blocked: they are how the
-    # reservation is told.
-    declaration = ex.signals is not None and ex.signals.content is ContentKind.DECLARATION
-    if ex.verdict.action is Action.BLOCK and not ex.verdict.shadow and not declaration:
+    # Declarations (robots.txt, /.well-known/, ai.txt) are never blocked or tarpitted: they
+    # are how the reservation is told.
+    action = ex.verdict.action
+    if ex.verdict.shadow or (ex.signals is not None
+                             and ex.signals.content is ContentKind.DECLARATION):
+        action = Action.ALLOW
+    if action is Action.TARPIT:
+        slow = await app[TARPITS].serve(request, ex)
+        if slow is not None:
+            return slow
+        action = Action.BLOCK  # every tarpit is busy: the cheaper answer
+    if action is Action.BLOCK:
         return local_response(request, ex, 403, "Forbidden", "This request was refused.")
     streams = app[STREAMS]
     if not streams.acquire(ex.client.ip):

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from . import tarpit
 from .agents import PURPOSES, UA_CLASSES, Agent, load_agents
 from .exchange import DEFAULT_ALLOW, Action, ContentKind, Exchange, Verdict
 from .robots import load_policy
@@ -183,6 +184,7 @@ def _no_params(params: dict[str, Any]) -> None:
 ACTIONS: dict[Action, ParamsValidator] = {
     Action.ALLOW: _no_params,
     Action.BLOCK: _no_params,
+    Action.TARPIT: tarpit.validate_params,
 }
 RULE_KEYS = ("name", "description", "match", "action", "params", "shadow")
 

@@ -69,6 +69,7 @@ class Limits:
     max_request_body: int = 1 << 30  # bytes; 0 = unlimited
     streams_per_client: int = 16  # concurrent responses per client address; 0 = unlimited
     tracked_clients: int = 200_000  # clients remembered (robots.txt, behaviour); LRU beyond
+    tarpits: int = 256  # tarpitted connections held at once; beyond, a plain 403
 
 
 @dataclass(frozen=True, slots=True)
@@ -292,6 +293,7 @@ def settings_from_mapping(raw: LocatedDict, base_dir: Path, source: str) -> Sett
         max_request_body=r.integer(lim, "max_request_body", d_l.max_request_body, 0, 1 << 50),
         streams_per_client=r.integer(lim, "streams_per_client", d_l.streams_per_client, 0, 10_000),
         tracked_clients=r.integer(lim, "tracked_clients", d_l.tracked_clients, 1000, 50_000_000),
+        tarpits=r.integer(lim, "tarpits", d_l.tarpits, 0, 100_000),
     )
 
     adm = r.section(raw, "admin", ("listen", "token"))

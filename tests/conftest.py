@@ -58,7 +58,7 @@ def proxy_settings(upstream: str, **changes: object) -> Settings:
     base = Settings(
         listen=(Listen("127.0.0.1", 0),),
         upstream=UpstreamSettings(url=upstream),
-        rules_dir=RULES_DIR,
+        rules_dir=PASSTHROUGH_RULES,
         admin=AdminSettings(listen=None),
         timeouts=Timeouts(
             upstream_connect=2.0, upstream_response=5.0, upstream_idle=5.0, shutdown_grace=2.0
@@ -67,14 +67,22 @@ def proxy_settings(upstream: str, **changes: object) -> Settings:
     return replace(base, **changes)  # type: ignore[arg-type]
 
 
+PASSTHROUGH_RULES = Path(__file__).resolve().parent / "fixtures" / "passthrough"
+
+
 @functools.cache
-def _shipped_ruleset() -> RuleSet:
-    return load_rules(RULES_DIR)
+def _ruleset(directory: Path) -> RuleSet:
+    return load_rules(directory)
 
 
 def default_rules() -> LiveRules:
-    """The shipped rules; compiled once per session (a RuleSet is immutable)."""
-    return LiveRules(_shipped_ruleset())
+    """For tests of the proxy core: forward everything (compiled once; a RuleSet is immutable)."""
+    return LiveRules(_ruleset(PASSTHROUGH_RULES))
+
+
+def shipped_rules() -> LiveRules:
+    """The rules SonicShield ships in rules/."""
+    return LiveRules(_ruleset(RULES_DIR))
 
 
 @pytest.fixture
@@ -150,7 +158,7 @@ class ProxyProcess:
 
 def proxy_config(
     upstream: str, port: int, *, admin_port: int | None = None, admin_token: str | None = None,
-    rules_dir: Path = RULES_DIR, extra: str = "",
+    rules_dir: Path = PASSTHROUGH_RULES, extra: str = "",
 ) -> str:
     admin_listen = f"127.0.0.1:{admin_port}" if admin_port else "null"
     admin = f"admin:\n  listen: {admin_listen}\n"
@@ -168,7 +176,7 @@ def spawn_proxy(tmp_path: Path) -> Iterator:
 
     def spawn(
         upstream: str, extra: str = "", admin: bool = False, admin_token: str | None = None,
-        rules_dir: Path = RULES_DIR,
+        rules_dir: Path = PASSTHROUGH_RULES,
     ) -> ProxyProcess:
         port = free_port()
         admin_port = free_port() if admin else None

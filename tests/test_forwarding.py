@@ -291,11 +291,12 @@ async def test_verdict_header_and_access_log_line(make_proxy, caplog):
     base = await make_proxy(verdict_header=True)
     session = aiohttp.ClientSession(headers={"User-Agent": "t/1"})
     async with session as s, s.get(base + "/echo") as r:
-        assert r.headers["X-SonicShield-Verdict"] == "allow; rules/99-default.yaml:5 default-allow"
+        assert r.headers["X-SonicShield-Verdict"] == (
+            "allow; passthrough/99-allow.yaml:4 allow-everything")
     line = caplog.records[-1].fields
     assert {k: line[k] for k in ("method", "path", "status", "verdict", "ua")} == {
         "method": "GET", "path": "/echo", "status": 200,
-        "verdict": "rules/99-default.yaml:5 default-allow", "ua": "t/1",
+        "verdict": "passthrough/99-allow.yaml:4 allow-everything", "ua": "t/1",
     }
     assert line["bytes"] > 0
     assert len(line["id"]) == 16

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import aiohttp
 
-from .conftest import RULES_DIR
+from .conftest import PASSTHROUGH_RULES
 
 TOKEN = "s3cret-admin-token-for-tests"
 BLOCK_ECHO = """version: 1
@@ -39,7 +39,7 @@ def test_reload_with_token_keeps_old_rules_on_error_and_on_sighup(
     spawn_proxy, upstream_process, tmp_path: Path
 ):
     rules = tmp_path / "rules"
-    shutil.copytree(RULES_DIR, rules)
+    shutil.copytree(PASSTHROUGH_RULES, rules)
     proxy = spawn_proxy(upstream_process, admin=True, admin_token=TOKEN, rules_dir=rules)
     reload_url = f"http://127.0.0.1:{proxy.admin_port}/rules/reload"
     auth = {"Authorization": f"Bearer {TOKEN}"}

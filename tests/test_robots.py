@@ -36,8 +36,10 @@ def store_app(robots_status: int = 200) -> web.Application:
 
 
 def rules_with(tmp_path: Path, text: str) -> Path:
+    """The shipped agent lists and robots.txt policy, with the test's own rules only."""
     rules = tmp_path / "rules"
-    shutil.copytree(RULES_DIR, rules)
+    shutil.copytree(RULES_DIR / "agents", rules / "agents")
+    shutil.copy(RULES_DIR / "robots.yaml", rules / "robots.yaml")
     (rules / "10-test.yaml").write_text(text)
     return rules
 

@@ -122,6 +122,9 @@ class BehaviourTracker:
         v = s.values
         ip_row = s.row("i:" + facts.ip, now)
         rows = (ip_row, s.row(network_key(facts.ip), now), s.row(facts.fingerprint, now))
+        # context is the requesting address's own: a page or feed it loaded itself (another
+        # address with the same fingerprint loading one proves nothing)
+        had_page = v[ip_row * FIELDS + PAGES] >= 0.5
         address_bit = 1 << (zlib.crc32(facts.ip.encode()) & 63)
         track_bit = 1 << (zlib.crc32(facts.path.encode()) & 63) if facts.is_audio else 0
         for r in rows:
@@ -139,7 +142,7 @@ class BehaviourTracker:
                     # a download button on the store's own page is a whole-file GET too
                     if not facts.has_range:
                         v[b + WHOLE] += 1.0
-                    if v[b + PAGES] < 0.5:
+                    if not had_page:
                         v[b + NO_CONTEXT] += 1.0
         return self.judge(rows, facts.open_streams)
 
