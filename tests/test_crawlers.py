@@ -10,6 +10,7 @@ import asyncio
 import hashlib
 import re
 import shutil
+import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -76,6 +77,33 @@ async def test_wget_mirror_takes_no_full_track(shielded, media_dir, tmp_path, wg
     pages = list(mirror.rglob("album/*"))
     assert pages, "wget mirrored nothing at all: the test would prove nothing"
     assert full_tracks(mirror, track_hashes(media_dir)) == 0
+
+
+SCRAPY_SPIDER = Path(__file__).resolve().parent / "crawlers" / "store_spider.py"
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        pytest.param([], id="defaults"),
+        pytest.param(["-s", "ROBOTSTXT_OBEY=False", "-s",
+                      "USER_AGENT=Mozilla/5.0 (compatible; GPTBot/1.2; +https://openai.com/gptbot)",
+                      ],
+                     id="ai-crawler-ignoring-robots"),
+    ],
+)
+async def test_scrapy_takes_no_full_track(shielded, media_dir, tmp_path, settings):
+    out = tmp_path / "scraped"
+    # it starts from the home page and, as a crawler that knows URLs from an earlier crawl or a
+    # sitemap would, from a track's stream; a tarpitted page costs it 3 s, the crawl 20 s at most
+    start = f"{shielded}/,{shielded}/stream/{CATALOGUE.tracks()[0][1].slug}.mp3"
+    await run(sys.executable, "-m", "scrapy", "runspider", str(SCRAPY_SPIDER),
+              "-a", f"start={start}", "-a", f"out={out}", "-s", "LOG_LEVEL=ERROR",
+              "-s", "HTTPERROR_ALLOW_ALL=True", "-s", "TELNETCONSOLE_ENABLED=False",
+              "-s", "DOWNLOAD_TIMEOUT=3", "-s", "CLOSESPIDER_TIMEOUT=20", *settings)
+    received = list(out.iterdir())
+    assert received, "the spider received no audio response: the test would prove nothing"
+    assert full_tracks(out, track_hashes(media_dir)) == 0
 
 
 async def test_rotating_crawler_takes_less_than_two_tracks(shielded, media_dir):
