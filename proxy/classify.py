@@ -7,8 +7,7 @@ rule set matches on them (RuleSet.needs).
 from __future__ import annotations
 
 import time
-
-from aiohttp import web
+from collections.abc import Mapping
 
 from .exchange import ContentKind, Exchange, Signals
 from .robots import CanonicalRobots
@@ -17,14 +16,13 @@ from .signals.behaviour import NONE, BehaviourTracker, RequestFacts, fingerprint
 from .signals.content import content_kind
 from .signals.headers import header_problems
 from .state import ClientStore
-from .streams import StreamLimiter
 
 
 def classify(
-    request: web.Request, ex: Exchange, ruleset: RuleSet, robots: CanonicalRobots,
-    clients: ClientStore, streams: StreamLimiter,
+    headers: Mapping[str, str], ex: Exchange, ruleset: RuleSet, robots: CanonicalRobots,
+    clients: ClientStore, open_streams: int,
 ) -> Signals:
-    headers = request.headers
+    """open_streams: responses this client address has open right now."""
     ua_text = headers.get("User-Agent", "")
     info = ruleset.ua.classify(ua_text)
     content = content_kind(ex.path)
@@ -52,7 +50,7 @@ def classify(
             is_page=content in (ContentKind.PAGE, ContentKind.FEED),
             has_range="Range" in headers,
             same_site_referer=bool(referer) and _same_site(referer, ex.client.host),
-            open_streams=streams.open.get(ex.client.ip, 0),
+            open_streams=open_streams,
         )
         acting = BehaviourTracker(clients).observe(facts, time.monotonic())
     return Signals(

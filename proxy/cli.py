@@ -81,6 +81,31 @@ def _cmd_agents_update(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_explain(args: argparse.Namespace) -> int:
+    from .explain import explain, spec_from_log_line, spec_from_url
+    from .rules import load_rules
+
+    directory = Path(args.rules) if args.rules else default_rules_dir()
+    try:
+        ruleset = load_rules(directory)
+        if args.log_line is not None:
+            line = sys.stdin.readline() if args.log_line == "-" else args.log_line
+            spec = spec_from_log_line(line)
+        elif args.url:
+            spec = spec_from_url(args.method, args.url, args.header or [], args.client)
+        else:
+            print("sonicshield explain: give a URL, or --log-line JSON", file=sys.stderr)
+            return 2
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    except ValueError as exc:
+        print(f"sonicshield explain: {exc}", file=sys.stderr)
+        return 2
+    print(explain(spec, ruleset))
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from .demo.run import run_demo
 
@@ -113,6 +138,18 @@ def build_parser() -> argparse.ArgumentParser:
                       help="where the generated catalogue goes (default ~/.cache/sonicshield/demo)")
     demo.add_argument("--rules", metavar="DIR", help="rules directory")
     demo.set_defaults(func=_cmd_demo)
+
+    explain = sub.add_parser(
+        "explain", help="show every signal of a request and which rule decides it, and why")
+    explain.add_argument("url", nargs="?", help="the URL or path requested")
+    explain.add_argument("-X", "--method", default="GET")
+    explain.add_argument("-H", "--header", action="append", metavar="'NAME: VALUE'",
+                         help="a request header (repeatable)")
+    explain.add_argument("--client", default="203.0.113.10", help="client address")
+    explain.add_argument("--log-line", metavar="JSON",
+                         help="a JSON access-log line instead of a URL ('-': read stdin)")
+    explain.add_argument("--rules", metavar="DIR", help="rules directory")
+    explain.set_defaults(func=_cmd_explain)
 
     agents = sub.add_parser("agents", help="the vendored user-agent lists")
     agents_sub = agents.add_subparsers(dest="agents_command", required=True)

@@ -24,8 +24,8 @@ async def handle(request: web.Request) -> web.StreamResponse:
     ruleset = request.app[RULES].current  # one rule set for the whole exchange, even mid-reload
     robots = request.app[ROBOTS].canonical(ruleset.robots_disallowed)
     try:
-        ex.signals = classify(request, ex, ruleset, robots, request.app[CLIENTS],
-                              request.app[STREAMS])
+        ex.signals = classify(request.headers, ex, ruleset, robots, request.app[CLIENTS],
+                              request.app[STREAMS].open.get(ex.client.ip, 0))
         ex.verdict = ruleset.decide(ex)
         if ex.path == "/robots.txt" and ex.method in ("GET", "HEAD"):
             return serve_robots(request, ex, robots.text)

@@ -190,15 +190,24 @@ RULE_KEYS = ("name", "description", "match", "action", "params", "shadow")
 
 
 @dataclass(frozen=True, slots=True)
+class Condition:
+    """One match key of a rule, kept with its source values for `sonicshield explain`."""
+
+    key: str
+    values: tuple[Any, ...]
+    test: Predicate
+
+
+@dataclass(frozen=True, slots=True)
 class Rule:
     name: str
     origin: str  # "rules/20-ai.yaml:14 ai-audio"
-    predicates: tuple[Predicate, ...]
+    conditions: tuple[Condition, ...]
     verdict: Verdict
     uses: frozenset[str] = frozenset()  # costly signals its match needs
 
     def matches(self, ex: Exchange) -> bool:
-        return all(p(ex) for p in self.predicates)
+        return all(c.test(ex) for c in self.conditions)
 
 
 @dataclass(frozen=True, slots=True)
@@ -265,7 +274,7 @@ def _compile_rule(
         if key not in RULE_KEYS:
             fail(raw.key_mark(key), f"unknown key '{key}'{suggest(key, RULE_KEYS)}")
 
-    predicates: list[Predicate] = []
+    conditions: list[Condition] = []
     match = raw.get("match", None)
     if match is None:
         fail(raw.mark, "missing 'match' (use 'match: {}' to match every request)")
@@ -282,7 +291,7 @@ def _compile_rule(
                 fail(match.value_mark(key), f"match key '{key}' takes a value or a list of values")
                 continue
             try:
-                predicates.append(compiler(values))
+                conditions.append(Condition(key, tuple(values), compiler(values)))
             except (ValueError, re.error) as exc:
                 where = match.value_mark(key)
                 if isinstance(exc, BadMatchValue) and isinstance(value, LocatedList):
@@ -330,7 +339,8 @@ def _compile_rule(
         params=tuple(sorted(params.items())),
         shadow=bool(shadow),
     )
-    return Rule(name=name, origin=origin, predicates=tuple(predicates), verdict=verdict, uses=uses)
+    return Rule(name=name, origin=origin, conditions=tuple(conditions), verdict=verdict,
+                uses=uses)
 
 
 def load_rules(directory: Path) -> RuleSet:

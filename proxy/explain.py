@@ -1,0 +1,101 @@
+"""`sonicshield explain`: every signal of one request, and why each rule did or did not match.
+
+The request is judged by the same classify and decide code the proxy runs, on a fresh client
+state: robots.txt compliance and behaviour are those of a client seen for the first time, which
+the output says. From a JSON access-log line only what the line records is known (method, path,
+client, User-Agent); header checks are then left out, and the output says that too.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from multidict import CIMultiDict
+
+from .classify import classify
+from .exchange import Client, Exchange, Signals
+from .robots import build_canonical
+from .rules import RuleSet
+from .state import ClientStore
+
+
+@dataclass(frozen=True, slots=True)
+class RequestSpec:
+    method: str
+    path: str
+    headers: Mapping[str, str]
+    client: str
+    scheme: str = "https"
+    host: str = "store.example"
+    headers_known: bool = True  # False when rebuilt from an access-log line
+
+
+def spec_from_url(method: str, url: str, headers: list[str], client: str) -> RequestSpec:
+    parts = urlsplit(url)
+    if not parts.path.startswith("/"):
+        raise ValueError(f"not a URL or path: {url!r}")
+    values: CIMultiDict[str] = CIMultiDict()
+    for line in headers:
+        name, sep, value = line.partition(":")
+        if not sep or not name.strip():
+            raise ValueError(f"a header is 'Name: value', got {line!r}")
+        values.add(name.strip(), value.strip())
+    host = parts.netloc or values.get("Host", "store.example")
+    values.setdefault("Host", host)
+    return RequestSpec(method=method.upper(), path=parts.path, headers=values, client=client,
+                       scheme=parts.scheme or "https", host=host)
+
+
+def spec_from_log_line(line: str) -> RequestSpec:
+    try:
+        fields = json.loads(line)
+        return RequestSpec(
+            method=str(fields["method"]), path=str(fields["path"]),
+            headers=CIMultiDict({"User-Agent": str(fields.get("ua", ""))}),
+            client=str(fields["client"]), headers_known=False,
+        )
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ValueError(f"not a SonicShield access-log line ({exc})") from None
+
+
+def explain(spec: RequestSpec, ruleset: RuleSet) -> str:
+    ex = Exchange(id="explain", client=Client(spec.client, spec.client, False, spec.scheme,
+                                              spec.host),
+                  method=spec.method, path=spec.path, query="")
+    robots = build_canonical("", list(ruleset.robots_disallowed))
+    needs = ruleset.needs if spec.headers_known else ruleset.needs - {"headers"}
+    judged = RuleSet(rules=ruleset.rules, files=ruleset.files, ua=ruleset.ua,
+                     robots_disallowed=ruleset.robots_disallowed, needs=needs)
+    ex.signals = classify(spec.headers, ex, judged, robots, ClientStore(1000), 0)
+    verdict = ruleset.decide(ex)
+    out = [f"request   {spec.method} {spec.path} from {spec.client}", "signals"]
+    out += [f"  {name:16} {value}" for name, value in _signal_lines(ex.signals)]
+    out.append("  (robots and behaviour as for a client seen for the first time)")
+    if not spec.headers_known:
+        out.append("  (header checks left out: an access-log line does not record headers)")
+    out.append("rules     (first match wins)")
+    for rule in ruleset.rules:
+        failed = [c for c in rule.conditions if not c.test(ex)]
+        if not failed:
+            out.append(f"  MATCH  {rule.origin} -> {rule.verdict.action.value}")
+            break
+        c = failed[0]
+        wanted = ", ".join(str(v) for v in c.values)
+        out.append(f"  no     {rule.origin}: {c.key} is not {wanted}")
+    out.append(f"verdict   {verdict.action.value} ({verdict.origin}"
+               + (f", rule hash {verdict.rule_hash})" if verdict.rule_hash else ")"))
+    return "\n".join(out)
+
+
+def _signal_lines(s: Signals) -> list[tuple[str, str]]:
+    return [
+        ("content", s.content.value), ("user-agent", s.ua or "(none)"),
+        ("ua_class", s.ua_class), ("agent", s.agent or "-"), ("operator", s.operator or "-"),
+        ("purpose", s.purpose or "-"), ("robots", s.robots or "(not used by any rule)"),
+        ("headers", ", ".join(s.headers) or "consistent"),
+        ("behaviour_score", f"{s.behaviour_score:g}"),
+        ("behaviour_flags", ", ".join(s.behaviour_flags) or "-"),
+    ]
