@@ -6,7 +6,6 @@ rule set matches on them (RuleSet.needs).
 
 from __future__ import annotations
 
-import time
 from collections.abc import Mapping
 
 from .exchange import ContentKind, Exchange, Signals
@@ -20,16 +19,16 @@ from .state import ClientStore
 
 def classify(
     headers: Mapping[str, str], ex: Exchange, ruleset: RuleSet, robots: CanonicalRobots,
-    clients: ClientStore, open_streams: int,
+    clients: ClientStore, open_streams: int, now: float,
 ) -> Signals:
-    """open_streams: responses this client address has open right now."""
+    """open_streams: responses this client address has open right now; now: monotonic time."""
     ua_text = headers.get("User-Agent", "")
     info = ruleset.ua.classify(ua_text)
     content = content_kind(ex.path)
     needs = ruleset.needs
     robots_state = ""
     if "robots" in needs:
-        robots_state = robots_compliance(ex, info.agent, robots, clients, time.monotonic())
+        robots_state = robots_compliance(ex, info.agent, robots, clients, now)
     problems: tuple[str, ...] = ()
     if "headers" in needs:
         problems = header_problems(info.ua_class, ua_text, headers, ex.client.scheme,
@@ -52,7 +51,7 @@ def classify(
             same_site_referer=bool(referer) and _same_site(referer, ex.client.host),
             open_streams=open_streams,
         )
-        acting = BehaviourTracker(clients).observe(facts, time.monotonic())
+        acting = BehaviourTracker(clients).observe(facts, now)
     return Signals(
         content=content,
         ua=ua_text,

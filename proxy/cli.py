@@ -106,6 +106,24 @@ def _cmd_explain(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_test_rules(args: argparse.Namespace) -> int:
+    from .fixtures import run_fixtures
+    from .rules import load_rules
+
+    rules = Path(args.rules) if args.rules else default_rules_dir()
+    fixtures = Path(args.dir) if args.dir else rules / "fixtures"
+    try:
+        outcomes = run_fixtures(fixtures, load_rules(rules))
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    failed = [o for o in outcomes if not o.ok]
+    for o in failed:
+        print(f"{o.where}: expected {o.expected}, got {o.got}")
+    print(f"{len(outcomes) - len(failed)} passed, {len(failed)} failed")
+    return 1 if failed else 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from .demo.run import run_demo
 
@@ -150,6 +168,12 @@ def build_parser() -> argparse.ArgumentParser:
                          help="a JSON access-log line instead of a URL ('-': read stdin)")
     explain.add_argument("--rules", metavar="DIR", help="rules directory")
     explain.set_defaults(func=_cmd_explain)
+
+    test_rules = sub.add_parser(
+        "test-rules", help="run rule fixtures: request sequences with expected verdicts")
+    test_rules.add_argument("dir", nargs="?", help="fixtures folder (default RULES/fixtures)")
+    test_rules.add_argument("--rules", metavar="DIR", help="rules directory")
+    test_rules.set_defaults(func=_cmd_test_rules)
 
     agents = sub.add_parser("agents", help="the vendored user-agent lists")
     agents_sub = agents.add_subparsers(dest="agents_command", required=True)

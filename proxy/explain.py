@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from urllib.parse import urlsplit
 
 from multidict import CIMultiDict
@@ -61,16 +61,34 @@ def spec_from_log_line(line: str) -> RequestSpec:
         raise ValueError(f"not a SonicShield access-log line ({exc})") from None
 
 
+class Judge:
+    """Classify and decide requests offline, with the proxy's own code and a client store that
+    lives as long as the judge (so a sequence of requests builds up robots.txt and behaviour
+    state as it would in the proxy)."""
+
+    def __init__(self, ruleset: RuleSet) -> None:
+        self.ruleset = ruleset
+        self.robots = build_canonical("", list(ruleset.robots_disallowed))
+        self.clients = ClientStore(10_000)
+
+    def judge(self, spec: RequestSpec, now: float) -> Exchange:
+        ruleset = self.ruleset
+        ex = Exchange(id="offline", client=Client(spec.client, spec.client, False, spec.scheme,
+                                                  spec.host),
+                      method=spec.method, path=spec.path, query="")
+        if not spec.headers_known:
+            ruleset = replace(ruleset, needs=ruleset.needs - {"headers"})
+        ex.signals = classify(spec.headers, ex, ruleset, self.robots, self.clients, 0, now)
+        ex.verdict = ruleset.decide(ex)
+        if spec.path == "/robots.txt" and spec.method in ("GET", "HEAD"):
+            self.clients.robots_read(self.clients.row("i:" + spec.client, now), now or 1.0)
+        return ex
+
+
 def explain(spec: RequestSpec, ruleset: RuleSet) -> str:
-    ex = Exchange(id="explain", client=Client(spec.client, spec.client, False, spec.scheme,
-                                              spec.host),
-                  method=spec.method, path=spec.path, query="")
-    robots = build_canonical("", list(ruleset.robots_disallowed))
-    needs = ruleset.needs if spec.headers_known else ruleset.needs - {"headers"}
-    judged = RuleSet(rules=ruleset.rules, files=ruleset.files, ua=ruleset.ua,
-                     robots_disallowed=ruleset.robots_disallowed, needs=needs)
-    ex.signals = classify(spec.headers, ex, judged, robots, ClientStore(1000), 0)
-    verdict = ruleset.decide(ex)
+    ex = Judge(ruleset).judge(spec, 0.0)
+    assert ex.signals is not None
+    verdict = ex.verdict
     out = [f"request   {spec.method} {spec.path} from {spec.client}", "signals"]
     out += [f"  {name:16} {value}" for name, value in _signal_lines(ex.signals)]
     out.append("  (robots and behaviour as for a client seen for the first time)")

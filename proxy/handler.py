@@ -25,7 +25,7 @@ async def handle(request: web.Request) -> web.StreamResponse:
     robots = request.app[ROBOTS].canonical(ruleset.robots_disallowed)
     try:
         ex.signals = classify(request.headers, ex, ruleset, robots, request.app[CLIENTS],
-                              request.app[STREAMS].open.get(ex.client.ip, 0))
+                              request.app[STREAMS].open.get(ex.client.ip, 0), time.monotonic())
         ex.verdict = ruleset.decide(ex)
         if ex.path == "/robots.txt" and ex.method in ("GET", "HEAD"):
             return serve_robots(request, ex, robots.text)
