@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import secrets
 import time
+from dataclasses import replace
 
 from aiohttp import web
 
@@ -27,6 +28,8 @@ async def handle(request: web.Request) -> web.StreamResponse:
         ex.signals = classify(request.headers, ex, ruleset, robots, request.app[CLIENTS],
                               request.app[STREAMS].open.get(ex.client.ip, 0), time.monotonic())
         ex.verdict = ruleset.decide(ex)
+        if request.app[SETTINGS].shadow and ex.verdict.action is not Action.ALLOW:
+            ex.verdict = replace(ex.verdict, shadow=True)
         if ex.path == "/robots.txt" and ex.method in ("GET", "HEAD"):
             return serve_robots(request, ex, robots.text)
         return await respond(request, ex)

@@ -97,6 +97,9 @@ class Settings:
     workers: int = 1
     log: LogSettings = field(default_factory=LogSettings)
     verdict_header: bool = False  # send X-SonicShield-Verdict on responses
+    # Decide and record every verdict, but serve every client the real response: for trying
+    # new rules on live traffic.
+    shadow: bool = False
     source: str = "<defaults>"
 
 
@@ -247,6 +250,7 @@ TOP_KEYS = (
     "workers",
     "log",
     "verdict_header",
+    "shadow",
 )
 
 
@@ -328,6 +332,7 @@ def settings_from_mapping(raw: LocatedDict, base_dir: Path, source: str) -> Sett
         workers=r.integer(raw, "workers", DEFAULTS.workers, 1, 64),
         log=log,
         verdict_header=r.boolean(raw, "verdict_header", DEFAULTS.verdict_header),
+        shadow=r.boolean(raw, "shadow", DEFAULTS.shadow),
         source=source,
     )
     if r.problems:

@@ -200,3 +200,17 @@ async def test_rotating_crawler_is_stopped_at_its_second_track_and_a_listener_ne
             async with s.get(base + f"/stream/{t}.mp3", headers={
                 **headers, "Range": "bytes=0-", "Referer": f"{base}/album/first-light"}) as r:
                 assert r.status == 200, r.headers.get("X-SonicShield-Verdict")
+
+
+async def test_global_shadow_mode_serves_the_real_thing_and_says_what_it_would_do(
+    aiohttp_server, run_proxy, tmp_path
+):
+    upstream = await aiohttp_server(store_app())
+    rules = rules_with(tmp_path, BLOCK_EVERYTHING)
+    settings = proxy_settings(f"http://127.0.0.1:{upstream.port}", verdict_header=True,
+                              rules_dir=rules, shadow=True)
+    base = await run_proxy(settings, LiveRules(load_rules(rules)))
+    r = await get(base, "/album/x", GPTBOT, "203.0.113.1")
+    assert r.status == 200
+    assert r.headers["X-SonicShield-Verdict"] == (
+        "block shadow; rules/10-test.yaml:3 nothing-for-anyone")
