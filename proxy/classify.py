@@ -26,9 +26,11 @@ def classify(
     info = ruleset.ua.classify(ua_text)
     content = content_kind(ex.path)
     needs = ruleset.needs
+    # the address's row, decayed once, for the robots.txt state and the behaviour counters
+    ip_row = clients.row("i:" + ex.client.ip, now) if needs & _STATEFUL else -1
     robots_state = ""
     if "robots" in needs:
-        robots_state = robots_compliance(ex, info.agent, robots, clients, now)
+        robots_state = robots_compliance(ex.path, info.agent, robots, clients, ip_row)
     problems: tuple[str, ...] = ()
     if "headers" in needs:
         problems = header_problems(info.ua_class, ua_text, headers, ex.client.scheme,
@@ -51,7 +53,7 @@ def classify(
             same_site_referer=bool(referer) and _same_site(referer, ex.client.host),
             open_streams=open_streams,
         )
-        acting = BehaviourTracker(clients).observe(facts, now)
+        acting = BehaviourTracker(clients).observe(facts, ip_row, now)
     return Signals(
         content=content,
         ua=ua_text,
@@ -72,11 +74,13 @@ def _same_site(referer: str, host: str) -> bool:
     return bool(sep) and rest.split("/", 1)[0] == host
 
 
+_STATEFUL = frozenset({"robots", "behaviour"})
+
+
 def robots_compliance(
-    ex: Exchange, agent: str, robots: CanonicalRobots, clients: ClientStore, now: float
+    path: str, agent: str, robots: CanonicalRobots, clients: ClientStore, row: int
 ) -> str:
     """The client's robots.txt state after this request; a first violation is remembered."""
-    row = clients.row("i:" + ex.client.ip, now)
-    if ex.path != "/robots.txt" and not robots.allows(ex.path, agent):
+    if path != "/robots.txt" and not robots.allows(path, agent):
         return clients.robots_violated(row)
     return clients.robots_state(row)

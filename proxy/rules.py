@@ -12,7 +12,7 @@ import hashlib
 import json
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -219,11 +219,20 @@ class RuleSet:
     ua: UAClassifier
     robots_disallowed: tuple[str, ...] = ()  # agents the robots.txt AI section names
     needs: frozenset[str] = frozenset()  # the COSTLY_SIGNALS some rule matches on
+    # (tests, verdict) per rule: what decide walks, without a method call per rule
+    table: tuple[tuple[tuple[Predicate, ...], Verdict], ...] = field(init=False)
+
+    def __post_init__(self) -> None:
+        table = tuple((tuple(c.test for c in r.conditions), r.verdict) for r in self.rules)
+        object.__setattr__(self, "table", table)
 
     def decide(self, ex: Exchange) -> Verdict:
-        for rule in self.rules:
-            if rule.matches(ex):
-                return rule.verdict
+        for tests, verdict in self.table:
+            for test in tests:
+                if not test(ex):
+                    break
+            else:
+                return verdict
         return DEFAULT_ALLOW
 
 

@@ -20,6 +20,8 @@ LAST, REQ, AUDIO, WHOLE, NO_CONTEXT, PAGES, HEADS, NOT_FOUND, AUDIO_BYTES = rang
 ROBOTS_READ, ROBOTS_VIOLATION = 9, 10  # wall time of the first robots.txt read; 0/1/2 below
 FIELDS = 11
 _DECAYED_LONG = (AUDIO, WHOLE, NO_CONTEXT, PAGES, HEADS, NOT_FOUND, AUDIO_BYTES)
+_ZERO_ROW = array("d", bytes(8 * FIELDS))
+_LN2 = math.log(2)
 TRACKS, ADDRESSES = 0, 1  # masks
 SHORT_HALF_LIFE = 60.0  # request rate
 LONG_HALF_LIFE = 600.0  # everything else
@@ -56,15 +58,15 @@ class ClientStore:
             self.rows[key] = r
             self.keys[r] = key
             base = r * FIELDS
-            v[base : base + FIELDS] = array("d", bytes(8 * FIELDS))
+            v[base : base + FIELDS] = _ZERO_ROW
             v[base + LAST] = now
             self.masks[2 * r] = self.masks[2 * r + 1] = 0
             return r
         base = r * FIELDS
         elapsed = now - v[base + LAST]
         if elapsed > 0:
-            short = math.exp(-elapsed * math.log(2) / SHORT_HALF_LIFE)
-            long_ = math.exp(-elapsed * math.log(2) / LONG_HALF_LIFE)
+            short = math.exp(-elapsed * _LN2 / SHORT_HALF_LIFE)
+            long_ = math.exp(-elapsed * _LN2 / LONG_HALF_LIFE)
             v[base + REQ] *= short
             for field in _DECAYED_LONG:
                 v[base + field] *= long_

@@ -19,6 +19,10 @@ def facts(ip: str, path: str, *, fp: str = CHROME_FP, method: str = "GET", rng: 
                         same_site_referer=referer, open_streams=streams)
 
 
+def observe(t: BehaviourTracker, f: RequestFacts, now: float):
+    return t.observe(f, t.store.row("i:" + f.ip, now), now)
+
+
 def test_store_never_exceeds_its_capacity():
     store = ClientStore(1000, seed=1)
     for i in range(20_000):
@@ -44,18 +48,18 @@ def test_a_listener_session_raises_nothing():
                "/track/moth-waltz", "/stream/moth-waltz.mp3"]
     for path in session:
         now += 2.0
-        assert t.observe(facts("198.51.100.7", path), now).flags == ()
+        assert observe(t, facts("198.51.100.7", path), now).flags == ()
     # buying and downloading the album: whole files, but from the store's own page
     for track in ("harbour-at-dawn", "salt-and-cedar", "low-tide-lanterns"):
         now += 5.0
-        result = t.observe(facts("198.51.100.7", f"/download/{track}.flac", rng=False), now)
+        result = observe(t, facts("198.51.100.7", f"/download/{track}.flac", rng=False), now)
         assert result.score < 0.3, result
     # a hundred other fans with the same browser and the same network do not add up
     for i in range(100):
         now += 0.5
         ip = f"198.51.100.{i}"
-        t.observe(facts(ip, "/album/night-orchard"), now)
-        assert t.observe(facts(ip, "/stream/glasshouse.mp3"), now).flags == ()
+        observe(t, facts(ip, "/album/night-orchard"), now)
+        assert observe(t, facts(ip, "/stream/glasshouse.mp3"), now).flags == ()
 
 
 def test_a_rotating_crawler_is_flagged_by_its_second_track():
@@ -63,7 +67,7 @@ def test_a_rotating_crawler_is_flagged_by_its_second_track():
     results = []
     for i, track in enumerate(["harbour-at-dawn", "salt-and-cedar", "low-tide-lanterns"]):
         ip = f"127.0.0.{2 + i}"  # a new address for every request
-        results.append(t.observe(facts(ip, f"/stream/{track}.mp3", fp=CRAWLER_FP, rng=False,
+        results.append(observe(t, facts(ip, f"/stream/{track}.mp3", fp=CRAWLER_FP, rng=False,
                                        referer=False), float(i)))
     assert results[0].score < 0.5
     assert {"no-context", "whole-file"} <= set(results[1].flags)
@@ -74,7 +78,7 @@ def test_rotation_itself_is_named():
     t = BehaviourTracker(ClientStore(1000))
     result = None
     for i in range(8):
-        result = t.observe(facts(f"203.0.113.{10 + i}", f"/stream/t{i}.mp3", fp=CRAWLER_FP,
+        result = observe(t, facts(f"203.0.113.{10 + i}", f"/stream/t{i}.mp3", fp=CRAWLER_FP,
                                  referer=False), float(i))
     assert result is not None
     assert "rotating" in result.flags
@@ -83,10 +87,10 @@ def test_rotation_itself_is_named():
 def test_head_sweeps_404_runs_and_parallel_streams():
     t = BehaviourTracker(ClientStore(100))
     for i in range(5):
-        r = t.observe(facts("192.0.2.1", f"/stream/t{i}.mp3", method="HEAD"), float(i))
+        r = observe(t, facts("192.0.2.1", f"/stream/t{i}.mp3", method="HEAD"), float(i))
     assert "head-sweep" in r.flags
     for i in range(10):
         t.finish("192.0.2.2", 404, 0, float(i))
-    assert "not-found" in t.observe(facts("192.0.2.2", "/x"), 11.0).flags
-    assert "parallel-audio" in t.observe(facts("192.0.2.3", "/stream/a.mp3", streams=4),
+    assert "not-found" in observe(t, facts("192.0.2.2", "/x"), 11.0).flags
+    assert "parallel-audio" in observe(t, facts("192.0.2.3", "/stream/a.mp3", streams=4),
                                          1.0).flags

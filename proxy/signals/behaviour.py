@@ -20,7 +20,7 @@ import hashlib
 import ipaddress
 import math
 import zlib
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from ..state import (
     ADDRESSES,
@@ -65,8 +65,7 @@ WEIGHTS = {
 BEHAVIOUR_FLAGS = tuple(WEIGHTS)
 
 
-@dataclass(frozen=True, slots=True)
-class Behaviour:
+class Behaviour(NamedTuple):
     score: float
     flags: tuple[str, ...]
 
@@ -80,8 +79,7 @@ def _linear_count(mask: int) -> int:
     return 200 if empty == 0 else round(-64 * math.log(empty / 64))
 
 
-@dataclass(frozen=True, slots=True)
-class RequestFacts:
+class RequestFacts(NamedTuple):
     """What the behaviour signal needs to know about one request."""
 
     ip: str
@@ -117,10 +115,18 @@ class BehaviourTracker:
     def __init__(self, store: ClientStore) -> None:
         self.store = store
 
-    def observe(self, facts: RequestFacts, now: float) -> Behaviour:
+    def observe(self, facts: RequestFacts, ip_row: int, now: float) -> Behaviour:
+        """Count this request on its keys and judge them. ip_row: the address's row, already
+        decayed to `now`. Pages and other plain requests touch only that row: the network and
+        fingerprint keys carry only what audio and HEAD requests do."""
         s = self.store
         v = s.values
-        ip_row = s.row("i:" + facts.ip, now)
+        if not facts.is_audio and facts.method != "HEAD":
+            b = ip_row * FIELDS
+            v[b + REQ] += 1.0
+            if facts.is_page:
+                v[b + PAGES] += 1.0
+            return self.judge_address(ip_row)
         rows = (ip_row, s.row(network_key(facts.ip), now), s.row(facts.fingerprint, now))
         # context is the requesting address's own: a page or feed it loaded itself (another
         # address with the same fingerprint loading one proves nothing)
@@ -155,6 +161,17 @@ class BehaviourTracker:
             s.values[b + NOT_FOUND] += 1.0
         s.values[b + AUDIO_BYTES] += audio_bytes
 
+    def judge_address(self, ip_row: int) -> Behaviour:
+        """For a plain request: what the address alone shows (its own earlier audio counts)."""
+        v = self.store.values
+        b = ip_row * FIELDS
+        if (v[b + REQ] < FAST_REQUESTS and v[b + NO_CONTEXT] < NO_CONTEXT_AUDIO
+                and v[b + WHOLE] < WHOLE_FILE_AUDIO and v[b + HEADS] < HEAD_SWEEP
+                and v[b + NOT_FOUND] < NOT_FOUND_RUN
+                and v[b + AUDIO_BYTES] < FASTER_THAN_PLAYBACK_BYTES):
+            return NONE
+        return self.judge((ip_row, ip_row, ip_row), 0)
+
     def judge(self, rows: tuple[int, int, int], open_streams: int) -> Behaviour:
         v, masks = self.store.values, self.store.masks
         ip_row, _, fp_row = rows
@@ -168,19 +185,18 @@ class BehaviourTracker:
             flags.append("faster-than-playback")
         if open_streams >= PARALLEL_AUDIO:
             flags.append("parallel-audio")
-        for r in rows:  # flags no listener produces, on every key
-            b = r * FIELDS
-            for field, threshold, name in (
-                (NO_CONTEXT, NO_CONTEXT_AUDIO, "no-context"),
-                (WHOLE, WHOLE_FILE_AUDIO, "whole-file"),
-                (HEADS, HEAD_SWEEP, "head-sweep"),
-                (NOT_FOUND, NOT_FOUND_RUN, "not-found"),
-            ):
-                if v[b + field] >= threshold and name not in flags:
-                    flags.append(name)
-        fb = fp_row * FIELDS
-        if (_linear_count(masks[2 * fp_row + ADDRESSES]) >= ROTATING_ADDRESSES
-                and (v[fb + NO_CONTEXT] >= 1.0 or v[fb + WHOLE] >= 1.0)):
+        nb, fb = rows[1] * FIELDS, fp_row * FIELDS
+        # flags no listener produces, on every key
+        if max(v[ib + NO_CONTEXT], v[nb + NO_CONTEXT], v[fb + NO_CONTEXT]) >= NO_CONTEXT_AUDIO:
+            flags.append("no-context")
+        if max(v[ib + WHOLE], v[nb + WHOLE], v[fb + WHOLE]) >= WHOLE_FILE_AUDIO:
+            flags.append("whole-file")
+        if max(v[ib + HEADS], v[nb + HEADS], v[fb + HEADS]) >= HEAD_SWEEP:
+            flags.append("head-sweep")
+        if max(v[ib + NOT_FOUND], v[nb + NOT_FOUND], v[fb + NOT_FOUND]) >= NOT_FOUND_RUN:
+            flags.append("not-found")
+        if ((v[fb + NO_CONTEXT] >= 1.0 or v[fb + WHOLE] >= 1.0)
+                and _linear_count(masks[2 * fp_row + ADDRESSES]) >= ROTATING_ADDRESSES):
             flags.append("rotating")
         if not flags:
             return NONE

@@ -13,6 +13,7 @@ Accept-Language. The result is a tuple of named problems, () when consistent.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Mapping
 
@@ -34,6 +35,20 @@ def _secure(scheme: str, host: str) -> bool:
     return scheme == "https" or name in ("localhost", "[::1]") or name.startswith("127.")
 
 
+@functools.lru_cache(maxsize=4096)
+def _browser_claims(ua: str) -> tuple[bool, bool]:
+    """(sends Sec-Fetch-* to secure origins, sends sec-ch-ua over https) for this UA."""
+    chromium = _CHROMIUM.search(ua)
+    firefox = _FIREFOX.search(ua) if chromium is None else None
+    safari = _SAFARI.search(ua) if chromium is None and firefox is None else None
+    sends_sec_fetch = (
+        (chromium is not None and int(chromium.group(1)) >= 76)
+        or (firefox is not None and int(firefox.group(1)) >= 90)
+        or (safari is not None and (int(safari.group(1)), int(safari.group(2) or 0)) >= (16, 4))
+    )
+    return sends_sec_fetch, chromium is not None and int(chromium.group(1)) >= 89
+
+
 def header_problems(
     ua_class: str, ua: str, headers: Mapping[str, str], scheme: str, host: str
 ) -> tuple[str, ...]:
@@ -44,19 +59,10 @@ def header_problems(
         problems.append("no-accept-language")
     if "Accept-Encoding" not in headers:
         problems.append("no-accept-encoding")
-    secure = _secure(scheme, host)
-    chromium = _CHROMIUM.search(ua)
-    firefox = _FIREFOX.search(ua) if chromium is None else None
-    safari = _SAFARI.search(ua) if chromium is None and firefox is None else None
-    sends_sec_fetch = (
-        (chromium is not None and int(chromium.group(1)) >= 76)
-        or (firefox is not None and int(firefox.group(1)) >= 90)
-        or (safari is not None and (int(safari.group(1)), int(safari.group(2) or 0)) >= (16, 4))
-    )
-    if secure and sends_sec_fetch and "Sec-Fetch-Mode" not in headers:
+    sends_sec_fetch, sends_hints = _browser_claims(ua)
+    if sends_sec_fetch and "Sec-Fetch-Mode" not in headers and _secure(scheme, host):
         problems.append("no-sec-fetch")
-    if (scheme == "https" and chromium is not None and int(chromium.group(1)) >= 89
-            and "Sec-CH-UA" not in headers):
+    if sends_hints and scheme == "https" and "Sec-CH-UA" not in headers:
         problems.append("no-client-hints")
     closes = headers.get("Connection", "").lower() == "close"
     # Python's urllib says "identity"; browsers do only for media ("identity;q=1, *;q=0")
