@@ -46,6 +46,16 @@ class BadMatchValue(ValueError):
         self.index = index
 
 
+def _check_closed(
+    values: list[Any], valid: tuple[str, ...], noun: str, listed: bool = True
+) -> None:
+    """Every value must be one of `valid`; the error names the bad one, with a suggestion."""
+    for i, v in enumerate(values):
+        if v not in valid:
+            listing = f"; one of {', '.join(x for x in valid if x)}" if listed else ""
+            raise BadMatchValue(i, f"unknown {noun} {v!r}{suggest(str(v), valid)}{listing}")
+
+
 def _compile_path(patterns: list[Any]) -> Predicate:
     """Shell-style globs on the path: /album/*, /download/*.flac, /stream/**."""
     for i, p in enumerate(patterns):
@@ -61,10 +71,7 @@ def _compile_method(methods: list[Any]) -> Predicate:
 
 
 def _compile_content(kinds: list[Any]) -> Predicate:
-    valid = [k.value for k in ContentKind]
-    for i, k in enumerate(kinds):
-        if k not in valid:
-            raise BadMatchValue(i, f"unknown content kind {k!r}{suggest(str(k), valid)}")
+    _check_closed(kinds, tuple(k.value for k in ContentKind), "content kind", listed=False)
     wanted = frozenset(ContentKind(k) for k in kinds)
     return lambda ex: ex.signals is not None and ex.signals.content in wanted
 
@@ -73,10 +80,7 @@ def _one_of(field: str, valid: tuple[str, ...]) -> MatchCompiler:
     """A match key whose values come from a closed list, compared to one Signals field."""
 
     def compile_(values: list[Any]) -> Predicate:
-        for i, v in enumerate(values):
-            if v not in valid:
-                raise BadMatchValue(i, f"unknown value {v!r}{suggest(str(v), valid)}; "
-                                       f"one of {', '.join(v for v in valid if v)}")
+        _check_closed(values, valid, "value")
         wanted = frozenset(values)
         return lambda ex: ex.signals is not None and getattr(ex.signals, field) in wanted
 
@@ -96,11 +100,7 @@ def _compile_agent(agents: dict[str, Agent]) -> MatchCompiler:
 
 
 def _compile_robots(states: list[Any]) -> Predicate:
-    valid = (*ROBOTS_STATES, "violated")
-    for i, v in enumerate(states):
-        if v not in valid:
-            raise BadMatchValue(i, f"unknown robots state {v!r}{suggest(str(v), valid)}; "
-                                   f"one of {', '.join(valid)}")
+    _check_closed(states, (*ROBOTS_STATES, "violated"), "robots state")
     wanted = set(states)
     if "violated" in wanted:
         wanted |= {VIOLATED_AFTER_READING, VIOLATED_WITHOUT_READING}
@@ -110,11 +110,7 @@ def _compile_robots(states: list[Any]) -> Predicate:
 
 def _compile_headers(problems: list[Any]) -> Predicate:
     """`headers: inconsistent` (any problem) or named problems (any of them)."""
-    valid = ("inconsistent", *HEADER_PROBLEMS)
-    for i, v in enumerate(problems):
-        if v not in valid:
-            raise BadMatchValue(i, f"unknown header check {v!r}{suggest(str(v), valid)}; "
-                                   f"one of {', '.join(valid)}")
+    _check_closed(problems, ("inconsistent", *HEADER_PROBLEMS), "header check")
     if "inconsistent" in problems:
         return lambda ex: ex.signals is not None and bool(ex.signals.headers)
     wanted = frozenset(problems)
@@ -132,10 +128,7 @@ def _compile_score(values: list[Any]) -> Predicate:
 
 
 def _compile_flags(flags: list[Any]) -> Predicate:
-    for i, v in enumerate(flags):
-        if v not in BEHAVIOUR_FLAGS:
-            raise BadMatchValue(i, f"unknown behaviour flag {v!r}{suggest(str(v), BEHAVIOUR_FLAGS)}"
-                                   f"; one of {', '.join(BEHAVIOUR_FLAGS)}")
+    _check_closed(flags, BEHAVIOUR_FLAGS, "behaviour flag")
     wanted = frozenset(flags)
     return lambda ex: ex.signals is not None and not wanted.isdisjoint(ex.signals.behaviour_flags)
 
