@@ -199,9 +199,6 @@ class Rule:
     verdict: Verdict
     uses: frozenset[str] = frozenset()  # costly signals its match needs
 
-    def matches(self, ex: Exchange) -> bool:
-        return all(c.test(ex) for c in self.conditions)
-
 
 @dataclass(frozen=True, slots=True)
 class RuleSet:
@@ -234,9 +231,6 @@ class LiveRules:
 
     def __init__(self, ruleset: RuleSet) -> None:
         self.current = ruleset
-
-    def decide(self, ex: Exchange) -> Verdict:
-        return self.current.decide(ex)
 
 
 def rule_hash(raw: LocatedDict) -> str:
