@@ -9,7 +9,17 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 from yarl import URL
 
-from .app_keys import CLIENTS, METRICS, ROBOTS, RULES, SETTINGS, STREAMS, TARPITS, UPSTREAM
+from .app_keys import (
+    ASN,
+    CLIENTS,
+    METRICS,
+    ROBOTS,
+    RULES,
+    SETTINGS,
+    STREAMS,
+    TARPITS,
+    UPSTREAM,
+)
 from .deadlines import DeadlineWatch
 from .forward import Upstream, make_session
 from .handler import handle
@@ -17,6 +27,7 @@ from .metrics import Metrics
 from .robots import RobotsSource
 from .rules import LiveRules
 from .settings import Settings
+from .signals.network import AsnDatabase
 from .state import ClientStore
 from .streams import StreamLimiter
 from .tarpit import Tarpits
@@ -41,6 +52,7 @@ async def _upstream_ctx(app: web.Application) -> AsyncIterator[None]:
     watchdog.cancel()
     robots_refresh.cancel()
     await session.close()
+    app[ASN].close()
 
 
 def build_app(
@@ -55,6 +67,7 @@ def build_app(
                                settings.upstream.robots_refresh)
     app[CLIENTS] = ClientStore(settings.limits.tracked_clients)
     app[TARPITS] = Tarpits(settings.limits.tarpits)
+    app[ASN] = AsnDatabase(settings.network.asn_database)
     app.cleanup_ctx.append(_upstream_ctx)
     app.router.add_route("*", "/{tail:.*}", handle)
     return app

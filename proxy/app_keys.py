@@ -9,6 +9,7 @@ from .metrics import Metrics
 from .robots import RobotsSource
 from .rules import LiveRules
 from .settings import Settings
+from .signals.network import AsnDatabase
 from .state import ClientStore
 from .streams import StreamLimiter
 from .tarpit import Tarpits
@@ -21,3 +22,4 @@ STREAMS = web.AppKey("streams", StreamLimiter)
 ROBOTS = web.AppKey("robots", RobotsSource)
 CLIENTS = web.AppKey("clients", ClientStore)
 TARPITS = web.AppKey("tarpits", Tarpits)
+ASN = web.AppKey("asn", AsnDatabase)

@@ -14,12 +14,14 @@ from .rules import RuleSet
 from .signals.behaviour import NONE, BehaviourTracker, RequestFacts, fingerprint
 from .signals.content import content_kind
 from .signals.headers import header_problems
+from .signals.network import UNKNOWN as UNKNOWN_NETWORK
+from .signals.network import AsnDatabase
 from .state import ClientStore
 
 
 def classify(
     headers: Mapping[str, str], ex: Exchange, ruleset: RuleSet, robots: CanonicalRobots,
-    clients: ClientStore, open_streams: int, now: float,
+    clients: ClientStore, open_streams: int, now: float, asn_db: AsnDatabase,
 ) -> Signals:
     """open_streams: responses this client address has open right now; now: monotonic time."""
     ua_text = headers.get("User-Agent", "")
@@ -54,6 +56,7 @@ def classify(
             open_streams=open_streams,
         )
         acting = BehaviourTracker(clients).observe(facts, ip_row, now)
+    network = asn_db.lookup(ex.client.ip) if "network" in needs else UNKNOWN_NETWORK
     return Signals(
         content=content,
         ua=ua_text,
@@ -65,6 +68,9 @@ def classify(
         headers=problems,
         behaviour_score=acting.score,
         behaviour_flags=acting.flags,
+        asn=network.asn,
+        org=network.org,
+        datacenter=network.asn in ruleset.datacenter_asns,
     )
 
 

@@ -74,6 +74,9 @@ class Signals(NamedTuple):
               (no-accept-language, no-sec-fetch, ...); () when consistent or not computed.
     behaviour_score: 0..1, how crawler-like this client has acted (0.0 when not computed).
     behaviour_flags: the named behaviours behind the score (no-context, whole-file, ...).
+    asn, org: the client address's autonomous system and its organisation (0 and "" when
+              unknown or not computed).
+    datacenter: the ASN is a hosting or cloud provider (rules/networks/datacenters.yaml).
     """
 
     content: ContentKind
@@ -86,6 +89,9 @@ class Signals(NamedTuple):
     headers: tuple[str, ...] = ()
     behaviour_score: float = 0.0
     behaviour_flags: tuple[str, ...] = ()
+    asn: int = 0
+    org: str = ""
+    datacenter: bool = False
 
 
 @dataclass(frozen=True, slots=True)

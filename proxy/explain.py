@@ -19,6 +19,7 @@ from .classify import classify
 from .exchange import Client, Exchange, Signals
 from .robots import build_canonical
 from .rules import RuleSet
+from .signals.network import AsnDatabase
 from .state import ClientStore
 
 
@@ -66,10 +67,11 @@ class Judge:
     lives as long as the judge (so a sequence of requests builds up robots.txt and behaviour
     state as it would in the proxy)."""
 
-    def __init__(self, ruleset: RuleSet) -> None:
+    def __init__(self, ruleset: RuleSet, asn_db: AsnDatabase | None = None) -> None:
         self.ruleset = ruleset
         self.robots = build_canonical("", list(ruleset.robots_disallowed))
         self.clients = ClientStore(10_000)
+        self.asn_db = asn_db or AsnDatabase(None)
 
     def judge(self, spec: RequestSpec, now: float) -> Exchange:
         ruleset = self.ruleset
@@ -78,7 +80,8 @@ class Judge:
                       method=spec.method, path=spec.path, query="")
         if not spec.headers_known:
             ruleset = replace(ruleset, needs=ruleset.needs - {"headers"})
-        ex.signals = classify(spec.headers, ex, ruleset, self.robots, self.clients, 0, now)
+        ex.signals = classify(spec.headers, ex, ruleset, self.robots, self.clients, 0, now,
+                              self.asn_db)
         ex.verdict = ruleset.decide(ex)
         if spec.path == "/robots.txt" and spec.method in ("GET", "HEAD"):
             self.clients.robots_read(self.clients.row("i:" + spec.client, now), now or 1.0)

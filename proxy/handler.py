@@ -11,7 +11,17 @@ from dataclasses import replace
 
 from aiohttp import web
 
-from .app_keys import CLIENTS, METRICS, ROBOTS, RULES, SETTINGS, STREAMS, TARPITS, UPSTREAM
+from .app_keys import (
+    ASN,
+    CLIENTS,
+    METRICS,
+    ROBOTS,
+    RULES,
+    SETTINGS,
+    STREAMS,
+    TARPITS,
+    UPSTREAM,
+)
 from .classify import classify
 from .clientip import resolve_client
 from .exchange import Action, ContentKind, Exchange
@@ -27,7 +37,8 @@ async def handle(request: web.Request) -> web.StreamResponse:
     try:
         started = time.perf_counter()
         ex.signals = classify(request.headers, ex, ruleset, robots, request.app[CLIENTS],
-                              request.app[STREAMS].open.get(ex.client.ip, 0), time.monotonic())
+                              request.app[STREAMS].open.get(ex.client.ip, 0), time.monotonic(),
+                              request.app[ASN])
         ex.verdict = ruleset.decide(ex)
         request.app[METRICS].classification.observe(time.perf_counter() - started)
         if request.app[SETTINGS].shadow and ex.verdict.action is not Action.ALLOW:
@@ -71,9 +82,14 @@ def serve_robots(request: web.Request, ex: Exchange, text: str) -> web.Response:
     return resp
 
 
-def _verdict_header(request: web.Request, ex: Exchange, resp: web.StreamResponse) -> None:
+def _verdict_headers(request: web.Request, ex: Exchange) -> dict[str, str]:
     if request.app[SETTINGS].verdict_header:
-        resp.headers["X-SonicShield-Verdict"] = ex.verdict.header_value
+        return {"X-SonicShield-Verdict": ex.verdict.header_value}
+    return {}
+
+
+def _verdict_header(request: web.Request, ex: Exchange, resp: web.StreamResponse) -> None:
+    resp.headers.update(_verdict_headers(request, ex))
 
 
 async def respond(request: web.Request, ex: Exchange) -> web.StreamResponse:
@@ -85,7 +101,7 @@ async def respond(request: web.Request, ex: Exchange) -> web.StreamResponse:
                              and ex.signals.content is ContentKind.DECLARATION):
         action = Action.ALLOW
     if action is Action.TARPIT:
-        slow = await app[TARPITS].serve(request, ex)
+        slow = await app[TARPITS].serve(request, ex, _verdict_headers(request, ex))
         if slow is not None:
             return slow
         action = Action.BLOCK  # every tarpit is busy: the cheaper answer

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import fnmatch
 import hashlib
+import ipaddress
 import json
 import re
 from collections.abc import Callable
@@ -133,6 +134,45 @@ def _compile_flags(flags: list[Any]) -> Predicate:
     return lambda ex: ex.signals is not None and not wanted.isdisjoint(ex.signals.behaviour_flags)
 
 
+def _compile_asn(values: list[Any]) -> Predicate:
+    for i, v in enumerate(values):
+        if isinstance(v, bool) or not isinstance(v, int) or not 0 < v < 2**32:
+            raise BadMatchValue(i, f"ASNs are numbers like 16509, got {v!r}")
+    wanted = frozenset(values)
+    return lambda ex: ex.signals is not None and ex.signals.asn in wanted
+
+
+def _compile_org(values: list[Any]) -> Predicate:
+    """Case-insensitive substrings of the organisation: `org: [amazon, hetzner]`."""
+    parts = tuple(str(v).lower() for v in values)
+    return lambda ex: ex.signals is not None and any(p in ex.signals.org.lower() for p in parts)
+
+
+def _compile_datacenter(values: list[Any]) -> Predicate:
+    if len(values) != 1 or not isinstance(values[0], bool):
+        raise ValueError("takes true or false")
+    wanted = values[0]
+    return lambda ex: ex.signals is not None and ex.signals.datacenter is wanted
+
+
+def _compile_cidr(values: list[Any]) -> Predicate:
+    networks = []
+    for i, v in enumerate(values):
+        try:
+            networks.append(ipaddress.ip_network(str(v), strict=False))
+        except ValueError:
+            raise BadMatchValue(i, f"not an address or CIDR: {v!r}") from None
+
+    def test(ex: Exchange) -> bool:
+        try:
+            address = ipaddress.ip_address(ex.client.ip)
+        except ValueError:
+            return False
+        return any(address in n for n in networks)
+
+    return test
+
+
 def _compile_operator(operators: list[Any]) -> Predicate:
     wanted = frozenset(str(o).lower() for o in operators)
     return lambda ex: ex.signals is not None and ex.signals.operator.lower() in wanted
@@ -152,6 +192,10 @@ def match_keys(agents: dict[str, Agent]) -> dict[str, MatchCompiler]:
         "headers": _compile_headers,
         "behaviour_score": _compile_score,
         "behaviour_flags": _compile_flags,
+        "asn": _compile_asn,
+        "org": _compile_org,
+        "datacenter": _compile_datacenter,
+        "cidr": _compile_cidr,
     }
 
 
@@ -162,6 +206,9 @@ COSTLY_SIGNALS = {
     "headers": "headers",
     "behaviour_score": "behaviour",
     "behaviour_flags": "behaviour",
+    "asn": "network",
+    "org": "network",
+    "datacenter": "network",
 }
 
 # Actions the proxy can carry out today, with their parameter validators. Audio actions are
@@ -209,6 +256,7 @@ class RuleSet:
     ua: UAClassifier
     robots_disallowed: tuple[str, ...] = ()  # agents the robots.txt AI section names
     needs: frozenset[str] = frozenset()  # the COSTLY_SIGNALS some rule matches on
+    datacenter_asns: frozenset[int] = frozenset()  # rules/networks/datacenters.yaml
     # (tests, verdict) per rule: what decide walks, without a method call per rule
     table: tuple[tuple[tuple[Predicate, ...], Verdict], ...] = field(init=False)
 
@@ -356,6 +404,12 @@ def load_rules(directory: Path) -> RuleSet:
         problems.extend(exc.problems)
         agents = {}
     keys = match_keys(agents)
+    datacenter_asns: frozenset[int] = frozenset()
+    try:
+        datacenter_asns = load_datacenters(directory / "networks" / "datacenters.yaml",
+                                           f"{directory.name}/networks/datacenters.yaml")
+    except ConfigError as exc:
+        problems.extend(exc.problems)
     robots_disallowed: tuple[str, ...] = ()
     try:
         policy = load_policy(directory / "robots.yaml", f"{directory.name}/robots.yaml")
@@ -399,4 +453,26 @@ def load_rules(directory: Path) -> RuleSet:
         ua=UAClassifier(agents),
         robots_disallowed=robots_disallowed,
         needs=frozenset().union(*(r.uses for r in rules)),
+        datacenter_asns=datacenter_asns,
     )
+
+
+def load_datacenters(path: Path, display: str) -> frozenset[int]:
+    """ASNs of hosting providers: `datacenters: [{asn: 16509, name: ...}, ...]`."""
+    if not path.exists():
+        return frozenset()
+    doc = load_yaml_file(path, display)
+    items = doc.get("datacenters") if isinstance(doc, LocatedDict) else None
+    if not isinstance(items, LocatedList):
+        raise ConfigError([Problem(Mark(display, 1, 1),
+                                   "expected 'version: 1' and 'datacenters:'")])
+    asns, problems = set(), []
+    for i, item in enumerate(items):
+        asn = item.get("asn") if isinstance(item, dict) else None
+        if isinstance(asn, bool) or not isinstance(asn, int) or not 0 < asn < 2**32:
+            problems.append(Problem(items.item_mark(i), "each entry needs 'asn: NUMBER'"))
+        else:
+            asns.add(asn)
+    if problems:
+        raise ConfigError(problems)
+    return frozenset(asns)

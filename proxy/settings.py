@@ -79,6 +79,11 @@ class AdminSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class NetworkSettings:
+    asn_database: Path | None = None  # GeoLite2-ASN / DB-IP / IPinfo lite .mmdb
+
+
+@dataclass(frozen=True, slots=True)
 class LogSettings:
     format: str = "json"  # json | text
     level: str = "info"
@@ -96,6 +101,7 @@ class Settings:
     admin: AdminSettings = field(default_factory=AdminSettings)
     workers: int = 1
     log: LogSettings = field(default_factory=LogSettings)
+    network: NetworkSettings = field(default_factory=NetworkSettings)
     verdict_header: bool = False  # send X-SonicShield-Verdict on responses
     # Decide and record every verdict, but serve every client the real response: for trying
     # new rules on live traffic.
@@ -251,6 +257,7 @@ TOP_KEYS = (
     "log",
     "verdict_header",
     "shadow",
+    "network",
 )
 
 
@@ -320,6 +327,12 @@ def settings_from_mapping(raw: LocatedDict, base_dir: Path, source: str) -> Sett
         access_log=r.boolean(lg, "access_log", d_g.access_log),
     )
 
+    net = r.section(raw, "network", ("asn_database",))
+    asn_database = None
+    if net.get("asn_database") is not None:
+        db = Path(r.string(net, "asn_database", ""))
+        asn_database = db if db.is_absolute() else base_dir / db
+
     rules_dir = Path(r.string(raw, "rules_dir", str(DEFAULTS.rules_dir)))
     settings = Settings(
         listen=tuple(listens) or DEFAULTS.listen,
@@ -331,6 +344,7 @@ def settings_from_mapping(raw: LocatedDict, base_dir: Path, source: str) -> Sett
         admin=admin,
         workers=r.integer(raw, "workers", DEFAULTS.workers, 1, 64),
         log=log,
+        network=NetworkSettings(asn_database=asn_database),
         verdict_header=r.boolean(raw, "verdict_header", DEFAULTS.verdict_header),
         shadow=r.boolean(raw, "shadow", DEFAULTS.shadow),
         source=source,

@@ -8,6 +8,7 @@ answer, a plain 403, so a crawler swarm cannot turn the tarpit into the proxy's 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 from typing import Any
 
 from aiohttp import web
@@ -33,8 +34,11 @@ class Tarpits:
         self.limit = limit
         self.active = 0
 
-    async def serve(self, request: web.Request, ex: Exchange) -> web.StreamResponse | None:
-        """Trickle a page; None when the bound is reached (the caller answers more cheaply)."""
+    async def serve(
+        self, request: web.Request, ex: Exchange, headers: Mapping[str, str]
+    ) -> web.StreamResponse | None:
+        """Trickle a page; None when the bound is reached (the caller answers more cheaply).
+        headers: extra response headers (the verdict header, when enabled)."""
         if self.active >= self.limit:
             return None
         params = dict(ex.verdict.params)
@@ -42,7 +46,7 @@ class Tarpits:
         rate = int(params.get("bytes_per_second", 8))  # type: ignore[call-overload]
         self.active += 1
         resp = web.StreamResponse(status=200, headers={
-            "Content-Type": "text/html; charset=utf-8", "Cache-Control": "no-store"})
+            "Content-Type": "text/html; charset=utf-8", "Cache-Control": "no-store", **headers})
         ex.status, ex.variant = 200, "tarpit"
         try:
             await resp.prepare(request)
