@@ -19,6 +19,7 @@ from .app_keys import (
     STREAMS,
     TARPITS,
     UPSTREAM,
+    VERIFIER,
 )
 from .deadlines import DeadlineWatch
 from .forward import Upstream, make_session
@@ -28,6 +29,7 @@ from .robots import RobotsSource
 from .rules import LiveRules
 from .settings import Settings
 from .signals.network import AsnDatabase
+from .signals.verify import CrawlerVerifier
 from .state import ClientStore
 from .streams import StreamLimiter
 from .tarpit import Tarpits
@@ -52,6 +54,7 @@ async def _upstream_ctx(app: web.Application) -> AsyncIterator[None]:
     watchdog.cancel()
     robots_refresh.cancel()
     await session.close()
+    await app[VERIFIER].close()
     app[ASN].close()
 
 
@@ -68,6 +71,7 @@ def build_app(
     app[CLIENTS] = ClientStore(settings.limits.tracked_clients)
     app[TARPITS] = Tarpits(settings.limits.tarpits)
     app[ASN] = AsnDatabase(settings.network.asn_database)
+    app[VERIFIER] = CrawlerVerifier()
     app.cleanup_ctx.append(_upstream_ctx)
     app.router.add_route("*", "/{tail:.*}", handle)
     return app

@@ -10,6 +10,7 @@ from .robots import RobotsSource
 from .rules import LiveRules
 from .settings import Settings
 from .signals.network import AsnDatabase
+from .signals.verify import CrawlerVerifier
 from .state import ClientStore
 from .streams import StreamLimiter
 from .tarpit import Tarpits
@@ -23,3 +24,4 @@ ROBOTS = web.AppKey("robots", RobotsSource)
 CLIENTS = web.AppKey("clients", ClientStore)
 TARPITS = web.AppKey("tarpits", Tarpits)
 ASN = web.AppKey("asn", AsnDatabase)
+VERIFIER = web.AppKey("verifier", CrawlerVerifier)

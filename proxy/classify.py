@@ -16,12 +16,14 @@ from .signals.content import content_kind
 from .signals.headers import header_problems
 from .signals.network import UNKNOWN as UNKNOWN_NETWORK
 from .signals.network import AsnDatabase
+from .signals.verify import CrawlerVerifier
 from .state import ClientStore
 
 
 def classify(
     headers: Mapping[str, str], ex: Exchange, ruleset: RuleSet, robots: CanonicalRobots,
     clients: ClientStore, open_streams: int, now: float, asn_db: AsnDatabase,
+    verifier: CrawlerVerifier | None,
 ) -> Signals:
     """open_streams: responses this client address has open right now; now: monotonic time."""
     ua_text = headers.get("User-Agent", "")
@@ -57,6 +59,9 @@ def classify(
         )
         acting = BehaviourTracker(clients).observe(facts, ip_row, now)
     network = asn_db.lookup(ex.client.ip) if "network" in needs else UNKNOWN_NETWORK
+    verified = ""
+    if "verified" in needs and verifier is not None and info.agent:
+        verified = verifier.status(ex.client.ip, info.agent, now)
     return Signals(
         content=content,
         ua=ua_text,
@@ -71,6 +76,7 @@ def classify(
         asn=network.asn,
         org=network.org,
         datacenter=network.asn in ruleset.datacenter_asns,
+        verified=verified,
     )
 
 

@@ -77,6 +77,8 @@ class Signals(NamedTuple):
     asn, org: the client address's autonomous system and its organisation (0 and "" when
               unknown or not computed).
     datacenter: the ASN is a hosting or cloud provider (rules/networks/datacenters.yaml).
+    verified: for an agent whose operator publishes crawler DNS domains: "verified" (forward-
+              confirmed reverse DNS), "unverified", or "pending" (being checked); else "".
     """
 
     content: ContentKind
@@ -92,6 +94,7 @@ class Signals(NamedTuple):
     asn: int = 0
     org: str = ""
     datacenter: bool = False
+    verified: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -80,8 +80,9 @@ class Judge:
                       method=spec.method, path=spec.path, query="")
         if not spec.headers_known:
             ruleset = replace(ruleset, needs=ruleset.needs - {"headers"})
+        # offline, no DNS: verification is left out (the signal stays "")
         ex.signals = classify(spec.headers, ex, ruleset, self.robots, self.clients, 0, now,
-                              self.asn_db)
+                              self.asn_db, None)
         ex.verdict = ruleset.decide(ex)
         if spec.path == "/robots.txt" and spec.method in ("GET", "HEAD"):
             self.clients.robots_read(self.clients.row("i:" + spec.client, now), now or 1.0)

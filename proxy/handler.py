@@ -21,6 +21,7 @@ from .app_keys import (
     STREAMS,
     TARPITS,
     UPSTREAM,
+    VERIFIER,
 )
 from .classify import classify
 from .clientip import resolve_client
@@ -38,7 +39,7 @@ async def handle(request: web.Request) -> web.StreamResponse:
         started = time.perf_counter()
         ex.signals = classify(request.headers, ex, ruleset, robots, request.app[CLIENTS],
                               request.app[STREAMS].open.get(ex.client.ip, 0), time.monotonic(),
-                              request.app[ASN])
+                              request.app[ASN], request.app[VERIFIER])
         ex.verdict = ruleset.decide(ex)
         request.app[METRICS].classification.observe(time.perf_counter() - started)
         if request.app[SETTINGS].shadow and ex.verdict.action is not Action.ALLOW:

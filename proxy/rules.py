@@ -155,6 +155,15 @@ def _compile_datacenter(values: list[Any]) -> Predicate:
     return lambda ex: ex.signals is not None and ex.signals.datacenter is wanted
 
 
+def _compile_verified(values: list[Any]) -> Predicate:
+    """`verified: true` (forward-confirmed) or `false` (disproven); a pending check is
+    neither, so a real search engine's first request is not refused."""
+    if len(values) != 1 or not isinstance(values[0], bool):
+        raise ValueError("takes true or false")
+    wanted = "verified" if values[0] else "unverified"
+    return lambda ex: ex.signals is not None and ex.signals.verified == wanted
+
+
 def _compile_cidr(values: list[Any]) -> Predicate:
     networks = []
     for i, v in enumerate(values):
@@ -196,6 +205,7 @@ def match_keys(agents: dict[str, Agent]) -> dict[str, MatchCompiler]:
         "org": _compile_org,
         "datacenter": _compile_datacenter,
         "cidr": _compile_cidr,
+        "verified": _compile_verified,
     }
 
 
@@ -209,6 +219,7 @@ COSTLY_SIGNALS = {
     "asn": "network",
     "org": "network",
     "datacenter": "network",
+    "verified": "verified",
 }
 
 # Actions the proxy can carry out today, with their parameter validators. Audio actions are

@@ -31,7 +31,7 @@ def test_explain_an_access_log_line(capsys):
     out = capsys.readouterr().out.splitlines()
     assert "  ua_class         feed-reader" in out
     assert "  (header checks left out: an access-log line does not record headers)" in out
-    assert "  MATCH  rules/10-listeners.yaml:14 podcast-apps-and-players -> allow" in out
+    assert "  MATCH  rules/10-listeners.yaml:19 podcast-apps-and-players -> allow" in out
 
 
 def test_explain_refuses_bad_input(capsys):
