@@ -33,6 +33,7 @@ from .signals.verify import CrawlerVerifier
 from .state import ClientStore
 from .streams import StreamLimiter
 from .tarpit import Tarpits
+from .trap import TrapLinks
 
 
 async def _upstream_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -49,6 +50,7 @@ async def _upstream_ctx(app: web.Application) -> AsyncIterator[None]:
         host_header=settings.upstream.host_header,
         settings=settings,
         deadlines=deadlines,
+        traps=TrapLinks(settings.traps.path) if settings.traps.enabled else None,
     )
     yield
     watchdog.cancel()
@@ -67,7 +69,8 @@ def build_app(
     app[METRICS] = metrics or Metrics(CollectorRegistry())
     app[STREAMS] = StreamLimiter(settings.limits.streams_per_client, app[METRICS].in_flight)
     app[ROBOTS] = RobotsSource(settings.upstream.url + "/robots.txt",
-                               settings.upstream.robots_refresh)
+                               settings.upstream.robots_refresh,
+                               settings.traps.path if settings.traps.enabled else None)
     app[CLIENTS] = ClientStore(settings.limits.tracked_clients)
     app[TARPITS] = Tarpits(settings.limits.tarpits)
     app[ASN] = AsnDatabase(settings.network.asn_database)

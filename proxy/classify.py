@@ -17,7 +17,7 @@ from .signals.headers import header_problems
 from .signals.network import UNKNOWN as UNKNOWN_NETWORK
 from .signals.network import AsnDatabase
 from .signals.verify import CrawlerVerifier
-from .state import ClientStore
+from .state import FIELDS, TRAPPED, ClientStore
 
 
 def classify(
@@ -77,6 +77,7 @@ def classify(
         org=network.org,
         datacenter=network.asn in ruleset.datacenter_asns,
         verified=verified,
+        trapped="trapped" in needs and clients.values[ip_row * FIELDS + TRAPPED] > 0,
     )
 
 
@@ -86,7 +87,7 @@ def _same_site(referer: str, host: str) -> bool:
     return bool(sep) and rest.split("/", 1)[0] == host
 
 
-_STATEFUL = frozenset({"robots", "behaviour"})
+_STATEFUL = frozenset({"robots", "behaviour", "trapped"})
 
 
 def robots_compliance(

@@ -79,6 +79,7 @@ class Signals(NamedTuple):
     datacenter: the ASN is a hosting or cloud provider (rules/networks/datacenters.yaml).
     verified: for an agent whose operator publishes crawler DNS domains: "verified" (forward-
               confirmed reverse DNS), "unverified", or "pending" (being checked); else "".
+    trapped:  this client address has fetched a trap link (now or before).
     """
 
     content: ContentKind
@@ -95,6 +96,7 @@ class Signals(NamedTuple):
     org: str = ""
     datacenter: bool = False
     verified: str = ""
+    trapped: bool = False
 
 
 @dataclass(frozen=True, slots=True)

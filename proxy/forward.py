@@ -20,6 +20,7 @@ from .clientip import FORWARDING_HEADERS, forwarding_headers
 from .deadlines import DeadlineWatch
 from .exchange import Exchange
 from .settings import Settings
+from .trap import TrapLinks, adjust_headers
 
 log = logging.getLogger("sonicshield.forward")
 
@@ -68,6 +69,7 @@ class Upstream:
     host_header: str
     settings: Settings
     deadlines: DeadlineWatch
+    traps: TrapLinks | None = None  # hidden links appended to HTML pages
 
 
 def connection_named(headers: Mapping[str, str]) -> frozenset[str]:
@@ -187,8 +189,12 @@ async def stream_response(
     resp.headers.extend(response_headers(up.headers))
     if settings.verdict_header:
         resp.headers["X-SonicShield-Verdict"] = ex.verdict.header_value
+    trap = upstream.traps.injection(up.status, request.method, up.headers) if (
+        upstream.traps is not None) else None
     length = up.headers.get("Content-Length")
-    if length is not None and length.isdigit():
+    if trap is not None:
+        adjust_headers(resp.headers)
+    elif length is not None and length.isdigit():
         resp.content_length = int(length)
     ex.status = up.status
     has_body = request.method != "HEAD" and up.status not in NO_BODY_STATUSES
@@ -209,6 +215,9 @@ async def stream_response(
                     deadline.move(t.client_idle)
                     await resp.write(chunk)
                     ex.bytes_out += len(chunk)
+            if trap is not None:
+                await resp.write(trap)
+                ex.bytes_out += len(trap)
         await resp.write_eof()
     except TimeoutError:
         ex.error = f"{phase}-idle-timeout"

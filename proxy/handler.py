@@ -29,12 +29,20 @@ from .exchange import Action, ContentKind, Exchange
 from .forward import UpstreamError, open_upstream, proxy_websocket, stream_response
 from .logs import log_access
 from .signals.behaviour import BehaviourTracker
+from .state import FIELDS, TRAPPED
 
 
 async def handle(request: web.Request) -> web.StreamResponse:
     ex = start_exchange(request)
     ruleset = request.app[RULES].current  # one rule set for the whole exchange, even mid-reload
     robots = request.app[ROBOTS].canonical(ruleset.robots_disallowed)
+    settings = request.app[SETTINGS]
+    trap_hit = settings.traps.enabled and ex.path.startswith(settings.traps.path)
+    if trap_hit:  # remembered before classifying, so this very request is judged trapped
+        clients = request.app[CLIENTS]
+        row = clients.row("i:" + ex.client.ip, time.monotonic())
+        if not clients.values[row * FIELDS + TRAPPED]:
+            clients.values[row * FIELDS + TRAPPED] = time.time()
     try:
         started = time.perf_counter()
         ex.signals = classify(request.headers, ex, ruleset, robots, request.app[CLIENTS],
@@ -46,7 +54,7 @@ async def handle(request: web.Request) -> web.StreamResponse:
             ex.verdict = replace(ex.verdict, shadow=True)
         if ex.path == "/robots.txt" and ex.method in ("GET", "HEAD"):
             return serve_robots(request, ex, robots.text)
-        return await respond(request, ex)
+        return await respond(request, ex, trap_hit)
     finally:
         if "behaviour" in ruleset.needs:
             audio = ex.signals is not None and ex.signals.content is ContentKind.AUDIO
@@ -93,7 +101,7 @@ def _verdict_header(request: web.Request, ex: Exchange, resp: web.StreamResponse
     resp.headers.update(_verdict_headers(request, ex))
 
 
-async def respond(request: web.Request, ex: Exchange) -> web.StreamResponse:
+async def respond(request: web.Request, ex: Exchange, trap_hit: bool) -> web.StreamResponse:
     app = request.app
     # Declarations (robots.txt, /.well-known/, ai.txt) are never blocked or tarpitted: they
     # are how the reservation is told.
@@ -108,6 +116,8 @@ async def respond(request: web.Request, ex: Exchange) -> web.StreamResponse:
         action = Action.BLOCK  # every tarpit is busy: the cheaper answer
     if action is Action.BLOCK:
         return local_response(request, ex, 403, "Forbidden", "This request was refused.")
+    if trap_hit:  # the trap is the proxy's own page; the store never sees it
+        return local_response(request, ex, 200, "Archive", "The archive is being prepared.")
     streams = app[STREAMS]
     if not streams.acquire(ex.client.ip):
         return local_response(request, ex, 429, "Too Many Requests",

@@ -103,11 +103,16 @@ class CanonicalRobots:
 _PRODUCT_TOKEN = re.compile(r"[A-Za-z0-9_.-]+")
 
 
-def build_canonical(upstream_text: str, disallowed: list[str]) -> CanonicalRobots:
+def build_canonical(
+    upstream_text: str, disallowed: list[str], trap_path: str | None = None
+) -> CanonicalRobots:
     disallowed = [name for name in disallowed if _PRODUCT_TOKEN.fullmatch(name)]
     parts = []
     if upstream_text.strip():
         parts.append(upstream_text.rstrip("\n") + "\n")
+    if trap_path:
+        # one path, for everyone (groups for the same agent merge, RFC 9309 2.2.1)
+        parts.append(f"User-agent: *\nDisallow: {trap_path}\n")
     if disallowed:
         section = ["# SonicShield: the artist reserves these recordings from AI training and",
                    "# text-and-data mining. The agents below may not fetch anything here."]
@@ -126,18 +131,19 @@ class RobotsSource:
     unreachable store keeps the last good text (at start, none: the AI section alone).
     """
 
-    def __init__(self, url: str, refresh: float) -> None:
+    def __init__(self, url: str, refresh: float, trap_path: str | None = None) -> None:
         self.url = url
         self.refresh = refresh
+        self.trap_path = trap_path
         self.upstream_text = ""
         self.disallowed: tuple[str, ...] = ()
-        self.current = build_canonical("", [])
+        self.current = build_canonical("", [], trap_path)
 
     def canonical(self, disallowed: tuple[str, ...]) -> CanonicalRobots:
         """The file for this rule set's policy (rebuilt only when the policy changed)."""
         if disallowed is not self.disallowed:
             self.disallowed = disallowed
-            self.current = build_canonical(self.upstream_text, list(disallowed))
+            self.current = build_canonical(self.upstream_text, list(disallowed), self.trap_path)
         return self.current
 
     async def fetch(self, session: aiohttp.ClientSession) -> None:
@@ -152,7 +158,7 @@ class RobotsSource:
             return
         if text != self.upstream_text:
             self.upstream_text = text
-            self.current = build_canonical(text, list(self.disallowed))
+            self.current = build_canonical(text, list(self.disallowed), self.trap_path)
 
     async def run(self, session: aiohttp.ClientSession) -> None:
         while True:

@@ -164,6 +164,13 @@ def _compile_verified(values: list[Any]) -> Predicate:
     return lambda ex: ex.signals is not None and ex.signals.verified == wanted
 
 
+def _compile_trapped(values: list[Any]) -> Predicate:
+    if len(values) != 1 or not isinstance(values[0], bool):
+        raise ValueError("takes true or false")
+    wanted = values[0]
+    return lambda ex: ex.signals is not None and ex.signals.trapped is wanted
+
+
 def _compile_cidr(values: list[Any]) -> Predicate:
     networks = []
     for i, v in enumerate(values):
@@ -206,6 +213,7 @@ def match_keys(agents: dict[str, Agent]) -> dict[str, MatchCompiler]:
         "datacenter": _compile_datacenter,
         "cidr": _compile_cidr,
         "verified": _compile_verified,
+        "trapped": _compile_trapped,
     }
 
 
@@ -220,6 +228,7 @@ COSTLY_SIGNALS = {
     "org": "network",
     "datacenter": "network",
     "verified": "verified",
+    "trapped": "trapped",
 }
 
 # Actions the proxy can carry out today, with their parameter validators. Audio actions are

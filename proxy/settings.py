@@ -84,6 +84,12 @@ class NetworkSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class TrapSettings:
+    enabled: bool = True
+    path: str = "/archive-complete/"  # must not be a path the store uses
+
+
+@dataclass(frozen=True, slots=True)
 class LogSettings:
     format: str = "json"  # json | text
     level: str = "info"
@@ -102,6 +108,7 @@ class Settings:
     workers: int = 1
     log: LogSettings = field(default_factory=LogSettings)
     network: NetworkSettings = field(default_factory=NetworkSettings)
+    traps: TrapSettings = field(default_factory=TrapSettings)
     verdict_header: bool = False  # send X-SonicShield-Verdict on responses
     # Decide and record every verdict, but serve every client the real response: for trying
     # new rules on live traffic.
@@ -258,6 +265,7 @@ TOP_KEYS = (
     "verdict_header",
     "shadow",
     "network",
+    "traps",
 )
 
 
@@ -333,6 +341,13 @@ def settings_from_mapping(raw: LocatedDict, base_dir: Path, source: str) -> Sett
         db = Path(r.string(net, "asn_database", ""))
         asn_database = db if db.is_absolute() else base_dir / db
 
+    tr = r.section(raw, "traps", ("enabled", "path"))
+    traps = TrapSettings(
+        enabled=r.boolean(tr, "enabled", DEFAULTS.traps.enabled),
+        path=r.value(tr, "path", DEFAULTS.traps.path, _parse_trap_path,
+                     "a path like /archive-complete/ (starting and ending with /)"),
+    )
+
     rules_dir = Path(r.string(raw, "rules_dir", str(DEFAULTS.rules_dir)))
     settings = Settings(
         listen=tuple(listens) or DEFAULTS.listen,
@@ -345,6 +360,7 @@ def settings_from_mapping(raw: LocatedDict, base_dir: Path, source: str) -> Sett
         workers=r.integer(raw, "workers", DEFAULTS.workers, 1, 64),
         log=log,
         network=NetworkSettings(asn_database=asn_database),
+        traps=traps,
         verdict_header=r.boolean(raw, "verdict_header", DEFAULTS.verdict_header),
         shadow=r.boolean(raw, "shadow", DEFAULTS.shadow),
         source=source,
@@ -362,6 +378,13 @@ def _parse_token(value: Any) -> str:
         raise TypeError
     if len(value) < 16:
         raise ValueError(f"it has {len(value)}")
+    return value
+
+
+def _parse_trap_path(value: Any) -> str:
+    if (not isinstance(value, str) or not value.startswith("/") or not value.endswith("/")
+            or len(value) < 3 or value.startswith("/.well-known/")):
+        raise ValueError(f"got {value!r}")
     return value
 
 

@@ -18,7 +18,8 @@ from array import array
 # row layout: decayed behaviour counters, then the robots.txt facts (not decayed)
 LAST, REQ, AUDIO, WHOLE, NO_CONTEXT, PAGES, HEADS, NOT_FOUND, AUDIO_BYTES = range(9)
 ROBOTS_READ, ROBOTS_VIOLATION = 9, 10  # wall time of the first robots.txt read; 0/1/2 below
-FIELDS = 11
+TRAPPED = 11  # wall time of the first trap-link hit, 0 if none
+FIELDS = 12
 _DECAYED_LONG = (AUDIO, WHOLE, NO_CONTEXT, PAGES, HEADS, NOT_FOUND, AUDIO_BYTES)
 _ZERO_ROW = array("d", bytes(8 * FIELDS))
 _LN2 = math.log(2)

@@ -87,7 +87,11 @@ async def test_canonical_robots_is_served_to_everyone_even_when_everything_is_bl
     for agent in ("GPTBot", "ClaudeBot", "CCBot", "Bytespider", "meta-externalagent"):
         assert f"\nuser-agent: {agent.lower()}\n" in ai_section.lower()
     assert "User-agent: PerplexityBot" not in ai_section  # search purpose: not reserved
-    assert "User-agent: *" not in ai_section
+    # for everyone only the trap path; never the whole site
+    assert "\nUser-agent: *\nDisallow: /archive-complete/\n" in ai_section
+    assert "User-agent: *\nDisallow: /\n" not in text
+    assert build_canonical(text, []).allows("/album/first-light", "Mozilla/5.0")
+    assert not build_canonical(text, []).allows("/archive-complete/all-tracks", "Mozilla/5.0")
     assert ai_section.rstrip().endswith("Disallow: /")
     # declarations are never blocked; ordinary pages are
     assert (await get(base, "/.well-known/tdmrep.json", GPTBOT, "203.0.113.1")).status == 200
@@ -137,11 +141,12 @@ async def test_compliance_states_per_client(proxy):
     assert origin(await get(base, "/cart", GOOGLEBOT, "203.0.113.4")) == "read-then-ignored"
 
 
-async def test_store_without_robots_txt_gets_the_ai_section_alone(proxy):
+async def test_store_without_robots_txt_gets_the_trap_and_ai_sections_alone(proxy):
     base = await proxy(COMPLIANCE_RULES, robots_status=404)
     async with aiohttp.ClientSession() as s, s.get(base + "/robots.txt") as r:
         text = await r.text()
-    assert text.startswith("# SonicShield: the artist reserves")
+    assert text.startswith(
+        "User-agent: *\nDisallow: /archive-complete/\n\n# SonicShield: the artist")
     assert "User-agent: GPTBot\n" in text
 
 
