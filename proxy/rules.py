@@ -148,27 +148,27 @@ def _compile_org(values: list[Any]) -> Predicate:
     return lambda ex: ex.signals is not None and any(p in ex.signals.org.lower() for p in parts)
 
 
-def _compile_datacenter(values: list[Any]) -> Predicate:
+def _one_bool(values: list[Any]) -> bool:
     if len(values) != 1 or not isinstance(values[0], bool):
         raise ValueError("takes true or false")
-    wanted = values[0]
-    return lambda ex: ex.signals is not None and ex.signals.datacenter is wanted
+    return values[0]
+
+
+def _boolean(field: str) -> MatchCompiler:
+    """A true/false match key compared to one boolean Signals field."""
+
+    def compile_(values: list[Any]) -> Predicate:
+        wanted = _one_bool(values)
+        return lambda ex: ex.signals is not None and getattr(ex.signals, field) is wanted
+
+    return compile_
 
 
 def _compile_verified(values: list[Any]) -> Predicate:
     """`verified: true` (forward-confirmed) or `false` (disproven); a pending check is
     neither, so a real search engine's first request is not refused."""
-    if len(values) != 1 or not isinstance(values[0], bool):
-        raise ValueError("takes true or false")
-    wanted = "verified" if values[0] else "unverified"
+    wanted = "verified" if _one_bool(values) else "unverified"
     return lambda ex: ex.signals is not None and ex.signals.verified == wanted
-
-
-def _compile_trapped(values: list[Any]) -> Predicate:
-    if len(values) != 1 or not isinstance(values[0], bool):
-        raise ValueError("takes true or false")
-    wanted = values[0]
-    return lambda ex: ex.signals is not None and ex.signals.trapped is wanted
 
 
 def _compile_cidr(values: list[Any]) -> Predicate:
@@ -210,10 +210,10 @@ def match_keys(agents: dict[str, Agent]) -> dict[str, MatchCompiler]:
         "behaviour_flags": _compile_flags,
         "asn": _compile_asn,
         "org": _compile_org,
-        "datacenter": _compile_datacenter,
+        "datacenter": _boolean("datacenter"),
         "cidr": _compile_cidr,
         "verified": _compile_verified,
-        "trapped": _compile_trapped,
+        "trapped": _boolean("trapped"),
     }
 
 
