@@ -13,6 +13,7 @@ import time
 from typing import Any
 
 from .exchange import Exchange
+from .settings import LogSettings
 
 access = logging.getLogger("sonicshield.access")
 
@@ -48,15 +49,16 @@ def _iso(ts: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts)) + f".{int(ts % 1 * 1000):03d}Z"
 
 
-def setup_logging(fmt: str, level: str) -> None:
+def setup_logging(settings: LogSettings) -> None:
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    handler.setFormatter(JsonFormatter() if settings.format == "json" else TextFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
-    root.setLevel(level.upper())
+    root.setLevel(settings.level.upper())
     # aiohttp logs every client disconnect during a write as an error with a traceback;
     # the proxy logs those itself, once, in the access line.
     logging.getLogger("aiohttp.access").disabled = True
+    access.disabled = not settings.access_log
 
 
 def log_event(logger: logging.Logger, level: int, event: str, **fields: Any) -> None:

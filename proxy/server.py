@@ -125,9 +125,7 @@ async def serve(
 
 
 def _worker_main(settings: Settings, index: int) -> None:
-    setup_logging(settings.log.format, settings.log.level)
-    if not settings.log.access_log:
-        logging.getLogger("sonicshield.access").disabled = True
+    setup_logging(settings.log)
     live = LiveRules(load_rules(settings.rules_dir))
     with asyncio.Runner(loop_factory=new_event_loop) as runner:
         runner.run(serve(settings, live, with_admin=False, reuse_port=True))
@@ -207,9 +205,7 @@ async def _supervise(settings: Settings) -> None:
 
 def run(settings: Settings) -> int:
     """Run until stopped. Returns the process exit status."""
-    setup_logging(settings.log.format, settings.log.level)
-    if not settings.log.access_log:
-        logging.getLogger("sonicshield.access").disabled = True
+    setup_logging(settings.log)
     try:
         live = LiveRules(load_rules(settings.rules_dir))
     except ConfigError as exc:

@@ -72,7 +72,7 @@ def run_demo(args: argparse.Namespace) -> int:
 
     rules_dir = Path(args.rules) if args.rules else default_rules_dir()
     settings = demo_settings(args, rules_dir.resolve())
-    setup_logging(settings.log.format, settings.log.level)
+    setup_logging(settings.log)
     try:
         rules = LiveRules(load_rules(settings.rules_dir))
     except ConfigError as exc:
