@@ -17,7 +17,7 @@ from .signals.headers import header_problems
 from .signals.network import UNKNOWN as UNKNOWN_NETWORK
 from .signals.network import AsnDatabase
 from .signals.verify import CrawlerVerifier
-from .state import FIELDS, TRAPPED, ClientStore
+from .state import ClientStore
 
 
 def classify(
@@ -77,7 +77,7 @@ def classify(
         org=network.org,
         datacenter=network.asn in ruleset.datacenter_asns,
         verified=verified,
-        trapped="trapped" in needs and clients.values[ip_row * FIELDS + TRAPPED] > 0,
+        trapped="trapped" in needs and clients.trapped(ip_row),
     )
 
 

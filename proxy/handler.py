@@ -29,7 +29,6 @@ from .exchange import Action, ContentKind, Exchange
 from .forward import UpstreamError, open_upstream, proxy_websocket, stream_response
 from .logs import log_access
 from .signals.behaviour import BehaviourTracker
-from .state import FIELDS, TRAPPED
 
 
 async def handle(request: web.Request) -> web.StreamResponse:
@@ -40,9 +39,7 @@ async def handle(request: web.Request) -> web.StreamResponse:
     trap_hit = settings.traps.enabled and ex.path.startswith(settings.traps.path)
     if trap_hit:  # remembered before classifying, so this very request is judged trapped
         clients = request.app[CLIENTS]
-        row = clients.row("i:" + ex.client.ip, time.monotonic())
-        if not clients.values[row * FIELDS + TRAPPED]:
-            clients.values[row * FIELDS + TRAPPED] = time.time()
+        clients.trap_hit(clients.row("i:" + ex.client.ip, time.monotonic()), time.time())
     try:
         started = time.perf_counter()
         ex.signals = classify(request.headers, ex, ruleset, robots, request.app[CLIENTS],
@@ -50,7 +47,7 @@ async def handle(request: web.Request) -> web.StreamResponse:
                               request.app[ASN], request.app[VERIFIER])
         ex.verdict = ruleset.decide(ex)
         request.app[METRICS].classification.observe(time.perf_counter() - started)
-        if request.app[SETTINGS].shadow and ex.verdict.action is not Action.ALLOW:
+        if settings.shadow and ex.verdict.action is not Action.ALLOW:
             ex.verdict = replace(ex.verdict, shadow=True)
         if ex.path == "/robots.txt" and ex.method in ("GET", "HEAD"):
             return serve_robots(request, ex, robots.text)

@@ -102,6 +102,13 @@ class ClientStore:
         if not self.values[row * FIELDS + ROBOTS_READ]:
             self.values[row * FIELDS + ROBOTS_READ] = wall_time
 
+    def trap_hit(self, row: int, wall_time: float) -> None:
+        if not self.values[row * FIELDS + TRAPPED]:
+            self.values[row * FIELDS + TRAPPED] = wall_time
+
+    def trapped(self, row: int) -> bool:
+        return self.values[row * FIELDS + TRAPPED] > 0
+
     def robots_violated(self, row: int) -> str:
         """Record a violation (the first one sticks) and return the state."""
         base = row * FIELDS

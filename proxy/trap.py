@@ -51,9 +51,6 @@ class TrapLinks:
             return self.gzipped
         return None
 
-    def is_trap(self, path: str) -> bool:
-        return path.startswith(self.path)
-
 
 def adjust_headers(headers: CIMultiDict[str]) -> None:
     """The body will change: no Content-Length (the caller streams chunked), weak ETag."""

@@ -59,9 +59,6 @@ class CrawlerVerifier:
         self._results: OrderedDict[str, tuple[str, float]] = OrderedDict()
         self._pending: dict[str, asyncio.Task[None]] = {}
 
-    def verifiable(self, agent: str) -> bool:
-        return agent.lower() in self.domains
-
     def status(self, ip: str, agent: str, now: float) -> str:
         """verified, unverified or pending for a client claiming `agent`; "" when the agent has
         no published domains (nothing to verify)."""
