@@ -11,13 +11,13 @@ from yarl import URL
 
 from .app_keys import (
     ASN,
-    CLIENTS,
     METRICS,
     ROBOTS,
     RULES,
     SETTINGS,
     STREAMS,
     TARPITS,
+    TRACKER,
     UPSTREAM,
     VERIFIER,
 )
@@ -28,6 +28,7 @@ from .metrics import Metrics
 from .robots import RobotsSource
 from .rules import LiveRules
 from .settings import Settings
+from .signals.behaviour import BehaviourTracker
 from .signals.network import AsnDatabase
 from .signals.verify import CrawlerVerifier
 from .state import ClientStore
@@ -71,7 +72,7 @@ def build_app(
     app[ROBOTS] = RobotsSource(settings.upstream.url + "/robots.txt",
                                settings.upstream.robots_refresh,
                                settings.traps.path if settings.traps.enabled else None)
-    app[CLIENTS] = ClientStore(settings.limits.tracked_clients)
+    app[TRACKER] = BehaviourTracker(ClientStore(settings.limits.tracked_clients))
     app[TARPITS] = Tarpits(settings.limits.tarpits)
     app[ASN] = AsnDatabase(settings.network.asn_database)
     app[VERIFIER] = CrawlerVerifier()

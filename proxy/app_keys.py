@@ -9,9 +9,9 @@ from .metrics import Metrics
 from .robots import RobotsSource
 from .rules import LiveRules
 from .settings import Settings
+from .signals.behaviour import BehaviourTracker
 from .signals.network import AsnDatabase
 from .signals.verify import CrawlerVerifier
-from .state import ClientStore
 from .streams import StreamLimiter
 from .tarpit import Tarpits
 
@@ -21,7 +21,7 @@ METRICS = web.AppKey("metrics", Metrics)
 RULES = web.AppKey("rules", LiveRules)
 STREAMS = web.AppKey("streams", StreamLimiter)
 ROBOTS = web.AppKey("robots", RobotsSource)
-CLIENTS = web.AppKey("clients", ClientStore)
+TRACKER = web.AppKey("tracker", BehaviourTracker)  # and its client store
 TARPITS = web.AppKey("tarpits", Tarpits)
 ASN = web.AppKey("asn", AsnDatabase)
 VERIFIER = web.AppKey("verifier", CrawlerVerifier)

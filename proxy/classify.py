@@ -1,7 +1,8 @@
 """Classification: request facts -> frozen Signals.
 
-Cheap signals (content kind, user-agent class) are always computed; costly ones only when the
-rule set matches on them (RuleSet.needs).
+Cheap signals (content kind, user-agent class) are always computed; costly ones only when a
+rule that could decide this request reads them (RuleSet.bucket: the rules left once the
+content kind and the UA class are known).
 """
 
 from __future__ import annotations
@@ -22,42 +23,53 @@ from .state import ClientStore
 
 def classify(
     headers: Mapping[str, str], ex: Exchange, ruleset: RuleSet, robots: CanonicalRobots,
-    clients: ClientStore, open_streams: int, now: float, asn_db: AsnDatabase,
-    verifier: CrawlerVerifier | None,
+    tracker: BehaviourTracker, open_streams: int, now: float, asn_db: AsnDatabase,
+    verifier: CrawlerVerifier | None, needs: frozenset[str] | None = None,
 ) -> Signals:
-    """open_streams: responses this client address has open right now; now: monotonic time."""
+    """open_streams: responses this client address has open right now; now: monotonic time;
+    needs: the costly signals to compute (default: those this request's candidate rules
+    read, RuleSet.bucket). Facts that later requests may be judged on (robots.txt
+    violations, behaviour counters) are recorded whenever some rule reads them."""
     ua_text = headers.get("User-Agent", "")
     info = ruleset.ua.classify(ua_text)
     content = content_kind(ex.path)
-    needs = ruleset.needs
-    # the address's row, decayed once, for the robots.txt state and the behaviour counters
-    ip_row = clients.row("i:" + ex.client.ip, now) if needs & _STATEFUL else -1
+    if needs is None:
+        needs = ruleset.bucket(content, info.ua_class).needs
+    recorded = ruleset.needs
+    clients = tracker.store
+    # the address's row, for the robots.txt state and the behaviour counters
+    ip_row = clients.row("i:" + ex.client.ip, now) if not recorded.isdisjoint(_STATEFUL) else -1
     robots_state = ""
-    if "robots" in needs:
+    if "robots" in recorded:
         robots_state = robots_compliance(ex.path, info.agent, robots, clients, ip_row)
     problems: tuple[str, ...] = ()
     if "headers" in needs:
         problems = header_problems(info.ua_class, ua_text, headers, ex.client.scheme,
                                    ex.client.host)
     acting = NONE
-    if "behaviour" in needs:
-        referer = headers.get("Referer", "")
-        facts = RequestFacts(
-            ip=ex.client.ip,
-            fingerprint=fingerprint(ua_text, headers.get("Accept", ""),
-                                    headers.get("Accept-Language", ""),
-                                    headers.get("Accept-Encoding", ""),
-                                    headers.get("Sec-CH-UA", "")),
-            method=ex.method,
-            path=ex.path,
-            is_audio=content is ContentKind.AUDIO,
-            # a podcast app reads the feed, then downloads enclosures with no Referer
-            is_page=content in (ContentKind.PAGE, ContentKind.FEED),
-            has_range="Range" in headers,
-            same_site_referer=bool(referer) and _same_site(referer, ex.client.host),
-            open_streams=open_streams,
-        )
-        acting = BehaviourTracker(clients).observe(facts, ip_row, now)
+    if "behaviour" in recorded:
+        judge = "behaviour" in needs
+        # a podcast app reads the feed, then downloads enclosures with no Referer
+        is_page = content is _PAGE or content is _FEED
+        if content is not _AUDIO and ex.method != "HEAD":
+            acting = tracker.observe_plain(ip_row, ex.path, is_page, judge)
+        else:
+            referer = headers.get("Referer", "")
+            facts = RequestFacts(
+                ip=ex.client.ip,
+                fingerprint=fingerprint(ua_text, headers.get("Accept", ""),
+                                        headers.get("Accept-Language", ""),
+                                        headers.get("Accept-Encoding", ""),
+                                        headers.get("Sec-CH-UA", "")),
+                method=ex.method,
+                path=ex.path,
+                is_audio=content is _AUDIO,
+                is_page=is_page,
+                has_range="Range" in headers,
+                same_site_referer=bool(referer) and _same_site(referer, ex.client.host),
+                open_streams=open_streams,
+            )
+            acting = tracker.observe(facts, ip_row, judge)
     network = asn_db.lookup(ex.client.ip) if "network" in needs else UNKNOWN_NETWORK
     verified = ""
     if "verified" in needs and verifier is not None and info.agent:
@@ -77,7 +89,7 @@ def classify(
         org=network.org,
         datacenter=network.asn in ruleset.datacenter_asns,
         verified=verified,
-        trapped="trapped" in needs and clients.trapped(ip_row),
+        trapped="trapped" in recorded and clients.trapped(ip_row),
     )
 
 
@@ -88,6 +100,8 @@ def _same_site(referer: str, host: str) -> bool:
 
 
 _STATEFUL = frozenset({"robots", "behaviour", "trapped"})
+# enum members bound once: a class attribute lookup on an Enum costs more than the test
+_AUDIO, _PAGE, _FEED = ContentKind.AUDIO, ContentKind.PAGE, ContentKind.FEED
 
 
 def robots_compliance(

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from multidict import CIMultiDict
@@ -18,7 +18,8 @@ from multidict import CIMultiDict
 from .classify import classify
 from .exchange import Client, Exchange, Signals
 from .robots import build_canonical
-from .rules import RuleSet
+from .rules import ALL_SIGNALS, RuleSet
+from .signals.behaviour import BehaviourTracker
 from .signals.network import AsnDatabase
 from .state import ClientStore
 
@@ -70,7 +71,7 @@ class Judge:
     def __init__(self, ruleset: RuleSet, asn_db: AsnDatabase | None = None) -> None:
         self.ruleset = ruleset
         self.robots = build_canonical("", list(ruleset.robots_disallowed))
-        self.clients = ClientStore(10_000)
+        self.tracker = BehaviourTracker(ClientStore(10_000))
         self.asn_db = asn_db or AsnDatabase(None)
 
     def judge(self, spec: RequestSpec, now: float) -> Exchange:
@@ -78,14 +79,15 @@ class Judge:
         ex = Exchange(id="offline", client=Client(spec.client, spec.client, False, spec.scheme,
                                                   spec.host),
                       method=spec.method, path=spec.path, query="")
-        if not spec.headers_known:
-            ruleset = replace(ruleset, needs=ruleset.needs - {"headers"})
-        # offline, no DNS: verification is left out (the signal stays "")
-        ex.signals = classify(spec.headers, ex, ruleset, self.robots, self.clients, 0, now,
-                              self.asn_db, None)
+        # every signal, for the explanation; offline, no DNS: verification is left out (the
+        # signal stays ""); an access-log line does not record headers
+        needs = ALL_SIGNALS if spec.headers_known else ALL_SIGNALS - {"headers"}
+        ex.signals = classify(spec.headers, ex, ruleset, self.robots, self.tracker, 0, now,
+                              self.asn_db, None, needs)
         ex.verdict = ruleset.decide(ex)
         if spec.path == "/robots.txt" and spec.method in ("GET", "HEAD"):
-            self.clients.robots_read(self.clients.row("i:" + spec.client, now), now or 1.0)
+            clients = self.tracker.store
+            clients.robots_read(clients.row("i:" + spec.client, now), now or 1.0)
         return ex
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 
 import aiohttp
@@ -181,9 +181,11 @@ async def open_upstream(
 
 
 async def stream_response(
-    request: web.Request, ex: Exchange, up: aiohttp.ClientResponse, upstream: Upstream
+    request: web.Request, ex: Exchange, up: aiohttp.ClientResponse, upstream: Upstream,
+    tap: Callable[[bytes], None] | None = None,
 ) -> web.StreamResponse:
-    """Copy the upstream response to the client chunk by chunk, with idle deadlines each way."""
+    """Copy the upstream response to the client chunk by chunk, with idle deadlines each way.
+    `tap`, when given, sees every body chunk as it passes."""
     settings = upstream.settings
     resp = web.StreamResponse(status=up.status, reason=up.reason)
     resp.headers.extend(response_headers(up.headers))
@@ -211,6 +213,8 @@ async def stream_response(
                     chunk = await up.content.readany()
                     if not chunk:
                         break
+                    if tap is not None:
+                        tap(chunk)
                     phase = "client"
                     deadline.move(t.client_idle)
                     await resp.write(chunk)

@@ -13,13 +13,13 @@ from aiohttp import web
 
 from .app_keys import (
     ASN,
-    CLIENTS,
     METRICS,
     ROBOTS,
     RULES,
     SETTINGS,
     STREAMS,
     TARPITS,
+    TRACKER,
     UPSTREAM,
     VERIFIER,
 )
@@ -28,7 +28,6 @@ from .clientip import resolve_client
 from .exchange import Action, ContentKind, Exchange
 from .forward import UpstreamError, open_upstream, proxy_websocket, stream_response
 from .logs import log_access
-from .signals.behaviour import BehaviourTracker
 
 
 async def handle(request: web.Request) -> web.StreamResponse:
@@ -37,16 +36,18 @@ async def handle(request: web.Request) -> web.StreamResponse:
     robots = request.app[ROBOTS].canonical(ruleset.robots_disallowed)
     settings = request.app[SETTINGS]
     trap_hit = settings.traps.enabled and ex.path.startswith(settings.traps.path)
+    tracker = request.app[TRACKER]
     if trap_hit:  # remembered before classifying, so this very request is judged trapped
-        clients = request.app[CLIENTS]
+        clients = tracker.store
         clients.trap_hit(clients.row("i:" + ex.client.ip, time.monotonic()), time.time())
     try:
         started = time.perf_counter()
-        ex.signals = classify(request.headers, ex, ruleset, robots, request.app[CLIENTS],
+        ex.signals = classify(request.headers, ex, ruleset, robots, tracker,
                               request.app[STREAMS].open.get(ex.client.ip, 0), time.monotonic(),
                               request.app[ASN], request.app[VERIFIER])
         ex.verdict = ruleset.decide(ex)
-        request.app[METRICS].classification.observe(time.perf_counter() - started)
+        request.app[METRICS].classification_by[ex.signals.content].observe(
+            time.perf_counter() - started)
         if settings.shadow and ex.verdict.action is not Action.ALLOW:
             ex.verdict = replace(ex.verdict, shadow=True)
         if ex.path == "/robots.txt" and ex.method in ("GET", "HEAD"):
@@ -55,7 +56,7 @@ async def handle(request: web.Request) -> web.StreamResponse:
     finally:
         if "behaviour" in ruleset.needs:
             audio = ex.signals is not None and ex.signals.content is ContentKind.AUDIO
-            BehaviourTracker(request.app[CLIENTS]).finish(
+            tracker.finish(
                 ex.client.ip, ex.status, ex.bytes_out if audio else 0, time.monotonic())
         request.app[METRICS].record(ex)
         log_access(ex)
@@ -77,7 +78,7 @@ def start_exchange(request: web.Request) -> Exchange:
 def serve_robots(request: web.Request, ex: Exchange, text: str) -> web.Response:
     """robots.txt: the canonical file, 200, to every client whatever the verdict (a crawler
     that was never told cannot be said to have ignored the reservation)."""
-    clients = request.app[CLIENTS]
+    clients = request.app[TRACKER].store
     clients.robots_read(clients.row("i:" + ex.client.ip, time.monotonic()), time.time())
     body = text.encode()
     ex.status, ex.variant = 200, "robots.txt"
@@ -123,7 +124,15 @@ async def respond(request: web.Request, ex: Exchange, trap_hit: bool) -> web.Str
         if request.headers.get("Upgrade", "").lower() == "websocket":
             return await proxy_websocket(request, ex, app[UPSTREAM])
         up = await open_upstream(request, ex, app[UPSTREAM])
-        return await stream_response(request, ex, up, app[UPSTREAM])
+        if "behaviour" not in request.app[RULES].current.needs:
+            return await stream_response(request, ex, up, app[UPSTREAM])
+        # a sitemap or feed: its order, to see a client walk it (signals/listings.py)
+        tracker = app[TRACKER]
+        tap = tracker.listings.tap(ex.path, up.status, ex.method, up.headers)
+        resp = await stream_response(request, ex, up, app[UPSTREAM], tap)
+        if tap is not None and not ex.error:
+            tracker.fetched_listing(ex.client.ip, tracker.listings.learn(tap), time.monotonic())
+        return resp
     except UpstreamError as exc:
         ex.error = exc.reason
         app[METRICS].upstream_error(exc.reason)

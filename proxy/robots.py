@@ -16,7 +16,7 @@ import asyncio
 import hashlib
 import logging
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiohttp
@@ -93,9 +93,21 @@ class CanonicalRobots:
     text: str
     sha256: str
     parser: Protego
+    # (agent, path) -> allowed: protego walks every group per question, and a store's paths
+    # repeat (cleared when full, so it stays bounded)
+    _answers: dict[tuple[str, str], bool] = field(default_factory=dict, compare=False)
 
     def allows(self, path: str, agent: str) -> bool:
-        return bool(self.parser.can_fetch(path, agent or "*"))
+        key = (agent, path)
+        answer = self._answers.get(key)
+        if answer is None:
+            if len(self._answers) >= _ANSWERS:
+                self._answers.clear()
+            answer = self._answers[key] = bool(self.parser.can_fetch(path, agent or "*"))
+        return answer
+
+
+_ANSWERS = 8192
 
 
 # RFC 9309 product tokens (plus digits and '.', which real agents use). Anything else, "*"

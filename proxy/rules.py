@@ -15,7 +15,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from . import tarpit
 from .agents import PURPOSES, UA_CLASSES, Agent, load_agents
@@ -230,6 +230,7 @@ COSTLY_SIGNALS = {
     "verified": "verified",
     "trapped": "trapped",
 }
+ALL_SIGNALS = frozenset(COSTLY_SIGNALS.values())
 
 # Actions the proxy can carry out today, with their parameter validators. Audio actions are
 # refused at load until they exist: a rule must never silently fall back to serving the file.
@@ -267,6 +268,36 @@ class Rule:
     uses: frozenset[str] = frozenset()  # costly signals its match needs
 
 
+class Bucket(NamedTuple):
+    """The rules a request of one content kind and one UA class can match: their remaining
+    tests (content and ua_class are settled), and the costly signals those tests read."""
+
+    table: tuple[tuple[tuple[Predicate, ...], Verdict], ...]
+    needs: frozenset[str]
+
+
+def _bucket(rules: tuple[Rule, ...], content: ContentKind, ua_class: str) -> Bucket:
+    table = []
+    needs: set[str] = set()
+    for rule in rules:
+        tests = []
+        for c in rule.conditions:
+            if c.key == "content":
+                if content.value not in c.values:
+                    break
+            elif c.key == "ua_class":
+                if ua_class not in c.values:
+                    break
+            else:
+                tests.append(c.test)
+        else:
+            table.append((tuple(tests), rule.verdict))
+            needs |= rule.uses
+            if not tests:
+                break  # this rule always matches here: the ones after it never decide
+    return Bucket(tuple(table), frozenset(needs))
+
+
 @dataclass(frozen=True, slots=True)
 class RuleSet:
     """Compiled rules and the agent lists they were compiled against (swapped together)."""
@@ -277,15 +308,23 @@ class RuleSet:
     robots_disallowed: tuple[str, ...] = ()  # agents the robots.txt AI section names
     needs: frozenset[str] = frozenset()  # the COSTLY_SIGNALS some rule matches on
     datacenter_asns: frozenset[int] = frozenset()  # rules/networks/datacenters.yaml
-    # (tests, verdict) per rule: what decide walks, without a method call per rule
-    table: tuple[tuple[tuple[Predicate, ...], Verdict], ...] = field(init=False)
+    # content kind -> UA class -> Bucket: what decide walks for such a request, precomputed
+    # so neither key is tested per rule, and a request's costly signals are only those its
+    # candidate rules read
+    buckets: dict[ContentKind, dict[str, Bucket]] = field(init=False)
 
     def __post_init__(self) -> None:
-        table = tuple((tuple(c.test for c in r.conditions), r.verdict) for r in self.rules)
-        object.__setattr__(self, "table", table)
+        buckets = {content: {ua_class: _bucket(self.rules, content, ua_class)
+                             for ua_class in UA_CLASSES} for content in ContentKind}
+        object.__setattr__(self, "buckets", buckets)
+
+    def bucket(self, content: ContentKind, ua_class: str) -> Bucket:
+        return self.buckets[content][ua_class]
 
     def decide(self, ex: Exchange) -> Verdict:
-        for tests, verdict in self.table:
+        if ex.signals is None:
+            return DEFAULT_ALLOW
+        for tests, verdict in self.buckets[ex.signals.content][ex.signals.ua_class].table:
             for test in tests:
                 if not test(ex):
                     break

@@ -9,6 +9,7 @@ listener itself and aggregates the workers' metrics (prometheus-client multiproc
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import multiprocessing
 import os
@@ -112,6 +113,9 @@ async def serve(
                   upstream=settings.upstream.url, pid=os.getpid())
         if on_ready is not None:
             on_ready(addresses, admin_addresses)
+        # what start-up built (rules, agent lists, the client store's index) lives as long as
+        # the process: keep it out of the collector's scans
+        gc.freeze()
         stop = asyncio.Event()
         _install_signals(stop, lambda: reload_rules(app[RULES], settings.rules_dir, metrics))
         await stop.wait()

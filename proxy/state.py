@@ -2,9 +2,17 @@
 
 A crawler rotating through 100,000 source addresses must not grow the proxy without bound, so
 the store holds at most `capacity` keys and, when full, evicts the least recently seen of 8
-sampled keys. Each key is one row of a preallocated flat array of doubles (decayed counters
-sharing one timestamp, and the robots.txt facts) plus two 64-bit masks used as linear counters:
-no per-client objects, no per-request lists. docs/benchmarks.md has the bytes per client.
+sampled keys. Each key is one row of a preallocated flat array of doubles (decaying counters,
+the time the key was last seen, and the robots.txt and trap facts) plus two 64-bit masks used
+as linear counters: no per-client objects, no per-request lists. docs/benchmarks.md has the
+bytes per client.
+
+Decaying counters without decaying them: an event at time t adds the weight 2^((t - E) / h)
+(E the store's epoch, h the half-life), so a counter holds the sum of its events scaled to the
+epoch, and its value now is that sum divided by 2^((now - E) / h). A request computes the two
+weights once (`advance`) and every update is one addition, whatever the number of rows it
+touches; nothing is multiplied on access. Every hour the epoch moves forward and every stored
+sum is rescaled at once (numpy, about a millisecond per 100k rows), long before 2^x overflows.
 
 Keys: "i:ADDRESS" (a client address), "n:NETWORK" (its /24 or /64), "f:FINGERPRINT".
 """
@@ -15,17 +23,23 @@ import math
 import random
 from array import array
 
-# row layout: decayed behaviour counters, then the robots.txt facts (not decayed)
-LAST, REQ, AUDIO, WHOLE, NO_CONTEXT, PAGES, HEADS, NOT_FOUND, AUDIO_BYTES = range(9)
+import numpy as np
+
+# row layout: counters scaled to the epoch, then the time last seen and the robots.txt facts
+REQ, AUDIO, WHOLE, NO_CONTEXT, PAGES, HEADS, NOT_FOUND, AUDIO_BYTES = range(8)
+LAST = 8  # monotonic time the key was last seen (for eviction and the distinct-count window)
 ROBOTS_READ, ROBOTS_VIOLATION = 9, 10  # wall time of the first robots.txt read; 0/1/2 below
 TRAPPED = 11  # wall time of the first trap-link hit, 0 if none
-FIELDS = 12
-_DECAYED_LONG = (AUDIO, WHOLE, NO_CONTEXT, PAGES, HEADS, NOT_FOUND, AUDIO_BYTES)
+# the sitemap or feed the address fetched last (Listings id, 0 if none), the furthest entry of
+# it the address has requested since, and how many requests set a new furthest entry
+WALK_DOC, WALK_POS, WALK_STEPS = 12, 13, 14
+FIELDS = 15
+LONG_FIELDS = (AUDIO, WHOLE, NO_CONTEXT, PAGES, HEADS, NOT_FOUND, AUDIO_BYTES)
 _ZERO_ROW = array("d", bytes(8 * FIELDS))
-_LN2 = math.log(2)
 TRACKS, ADDRESSES = 0, 1  # masks
 SHORT_HALF_LIFE = 60.0  # request rate
 LONG_HALF_LIFE = 600.0  # everything else
+REBASE_EVERY = 3600.0  # 2^(3600/60) = 2^60: far from overflowing a double
 
 # robots.txt compliance states, as rules name them
 UNSEEN = "unseen"
@@ -46,12 +60,38 @@ class ClientStore:
         self.evictions = 0
         self._next = 0
         self._random = random.Random(seed)
+        self._epoch: float | None = None
+        self._now = math.nan
+        self.w_short = self.w_long = 1.0  # this moment's event weights (see advance)
 
     def __len__(self) -> int:
         return len(self.rows)
 
+    def advance(self, now: float) -> None:
+        """Set the weights of events at `now` (monotonic); cheap when `now` has not moved."""
+        if now == self._now:
+            return
+        if self._epoch is None:
+            self._epoch = now
+        elif now - self._epoch > REBASE_EVERY:
+            self._rebase(now)
+        self._now = now
+        x = now - self._epoch
+        self.w_short = math.exp2(x / SHORT_HALF_LIFE)
+        self.w_long = math.exp2(x / LONG_HALF_LIFE)
+
+    def _rebase(self, now: float) -> None:
+        assert self._epoch is not None
+        shift = now - self._epoch
+        table = np.frombuffer(self.values, dtype=np.float64).reshape(self.capacity, FIELDS)
+        table[:, REQ] *= math.exp2(-shift / SHORT_HALF_LIFE)
+        table[:, LONG_FIELDS] *= math.exp2(-shift / LONG_HALF_LIFE)
+        self._epoch = now
+
     def row(self, key: str, now: float) -> int:
-        """The key's row, decayed to `now` (allocated, or evicting another, when new)."""
+        """The key's row, seen at `now` (allocated, or evicting another, when new). Also sets
+        the event weights for `now`."""
+        self.advance(now)
         r = self.rows.get(key)
         v = self.values
         if r is None:
@@ -64,17 +104,20 @@ class ClientStore:
             self.masks[2 * r] = self.masks[2 * r + 1] = 0
             return r
         base = r * FIELDS
-        elapsed = now - v[base + LAST]
-        if elapsed > 0:
-            short = math.exp(-elapsed * _LN2 / SHORT_HALF_LIFE)
-            long_ = math.exp(-elapsed * _LN2 / LONG_HALF_LIFE)
-            v[base + REQ] *= short
-            for field in _DECAYED_LONG:
-                v[base + field] *= long_
-            if elapsed > LONG_HALF_LIFE:  # the distinct counters start a new window
-                self.masks[2 * r] = self.masks[2 * r + 1] = 0
-            v[base + LAST] = now
+        if now - v[base + LAST] > LONG_HALF_LIFE:  # the distinct counters start a new window
+            self.masks[2 * r] = self.masks[2 * r + 1] = 0
+        v[base + LAST] = now
         return r
+
+    def add(self, row: int, field: int, amount: float = 1.0) -> None:
+        """Count `amount` (at the moment of the last advance) on one counter."""
+        self.values[row * FIELDS + field] += amount * (
+            self.w_short if field == REQ else self.w_long)
+
+    def value(self, row: int, field: int) -> float:
+        """A counter's decayed value at the moment of the last advance."""
+        return self.values[row * FIELDS + field] / (
+            self.w_short if field == REQ else self.w_long)
 
     def _allocate(self) -> int:
         if self._next < self.capacity:

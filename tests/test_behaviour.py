@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from proxy.signals.behaviour import BehaviourTracker, RequestFacts, fingerprint
-from proxy.state import FIELDS, LONG_HALF_LIFE, NO_CONTEXT, ClientStore
+from proxy.state import AUDIO, LONG_HALF_LIFE, NO_CONTEXT, REQ, ClientStore
 
 CHROME_FP = fingerprint("Mozilla/5.0 ... Chrome/131", "*/*", "en-GB", "gzip", '"Chromium"')
 CRAWLER_FP = fingerprint("Mozilla/5.0 ... Chrome/131", "*/*", "", "gzip, deflate", "")
@@ -20,7 +20,7 @@ def facts(ip: str, path: str, *, fp: str = CHROME_FP, method: str = "GET", rng: 
 
 
 def observe(t: BehaviourTracker, f: RequestFacts, now: float):
-    return t.observe(f, t.store.row("i:" + f.ip, now), now)
+    return t.observe(f, t.store.row("i:" + f.ip, now))
 
 
 def test_store_never_exceeds_its_capacity():
@@ -35,9 +35,24 @@ def test_store_never_exceeds_its_capacity():
 def test_counters_halve_every_half_life():
     store = ClientStore(10)
     r = store.row("i:1.2.3.4", 0.0)
-    store.values[r * FIELDS + NO_CONTEXT] = 8.0
+    store.add(r, NO_CONTEXT, 8.0)
+    store.add(r, REQ, 8.0)
     store.row("i:1.2.3.4", LONG_HALF_LIFE)
-    assert store.values[r * FIELDS + NO_CONTEXT] == pytest.approx(4.0)
+    assert store.value(r, NO_CONTEXT) == pytest.approx(4.0)
+    assert store.value(r, REQ) == pytest.approx(8.0 / 2**10)  # the short half-life: 60 s
+
+
+def test_counters_survive_the_hourly_rebase():
+    # the epoch moves every REBASE_EVERY seconds and every stored sum is rescaled with it
+    store = ClientStore(10)
+    r = store.row("i:1.2.3.4", 0.0)
+    store.add(r, AUDIO, 6.0)
+    for t in range(0, 50_001, 2_500):  # 14 hours in steps: the weights would overflow by then
+        store.row("i:5.6.7.8", float(t))
+        store.add(store.row("i:5.6.7.8", float(t)), REQ)
+    assert store.value(r, AUDIO) == pytest.approx(6.0 * 2 ** (-50_000 / LONG_HALF_LIFE))
+    assert store.w_short < 2 ** 61
+    assert store.value(store.rows["i:5.6.7.8"], REQ) == pytest.approx(1.0)
 
 
 def test_a_listener_session_raises_nothing():

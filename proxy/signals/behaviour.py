@@ -11,6 +11,9 @@ keys carry only the flags no listener produces: audio without the page that embe
 files without a Range from outside the store's own pages, HEAD sweeps, 404 runs, and, for the
 fingerprint, one stack seen from many addresses doing those things.
 
+An address that fetched a sitemap or feed (proxy/signals/listings.py) and then requests the
+URLs it lists in document order is walking the listing: no reader browses that way for long.
+
 The counters live in proxy/state.py's capped store (decayed, one row per key).
 """
 
@@ -28,14 +31,19 @@ from ..state import (
     AUDIO_BYTES,
     FIELDS,
     HEADS,
+    LAST,
     NO_CONTEXT,
     NOT_FOUND,
     PAGES,
     REQ,
     TRACKS,
+    WALK_DOC,
+    WALK_POS,
+    WALK_STEPS,
     WHOLE,
     ClientStore,
 )
+from .listings import Listings
 
 # Thresholds on decayed counts. A steady rate r per second settles at r * half_life / ln 2
 # (86.6 r for 60 s, 866 r for 600 s). "n events" thresholds sit at n - 0.5, because n events
@@ -49,6 +57,7 @@ HEAD_SWEEP = 4.5
 NOT_FOUND_RUN = 9.5
 PARALLEL_AUDIO = 4.0
 ROTATING_ADDRESSES = 4
+WALK_STEPS_MIN = 8  # requests, each further down a sitemap or feed than any before
 
 
 WEIGHTS = {
@@ -61,6 +70,7 @@ WEIGHTS = {
     "not-found": 0.3,
     "parallel-audio": 0.3,
     "rotating": 0.5,
+    "walking-listing": 0.35,
 }
 BEHAVIOUR_FLAGS = tuple(WEIGHTS)
 
@@ -77,6 +87,10 @@ def _linear_count(mask: int) -> int:
     """Distinct items from a 64-bit linear counter (Whang et al.): -m ln(V), V = empty share."""
     empty = 64 - mask.bit_count()
     return 200 if empty == 0 else round(-64 * math.log(empty / 64))
+
+
+# the fewest bits set in a track mask that count as MANY_TRACKS
+_MANY_TRACKS_BITS = next(b for b in range(65) if _linear_count((1 << b) - 1) >= MANY_TRACKS)
 
 
 class RequestFacts(NamedTuple):
@@ -110,92 +124,143 @@ def fingerprint(ua: str, accept: str, language: str, encoding: str, hints: str) 
 
 
 class BehaviourTracker:
-    """Updates the three keys of a request and judges them."""
+    """Updates the three keys of a request and judges them. One per worker (app[TRACKER]).
 
-    def __init__(self, store: ClientStore) -> None:
+    Counts are added with the store's event weights (proxy/state.py), so the thresholds below
+    are compared against `threshold * weight`: a decayed count, without decaying anything."""
+
+    def __init__(self, store: ClientStore, listings: Listings | None = None) -> None:
         self.store = store
+        self.listings = listings if listings is not None else Listings()
 
-    def observe(self, facts: RequestFacts, ip_row: int, now: float) -> Behaviour:
-        """Count this request on its keys and judge them. ip_row: the address's row, already
-        decayed to `now`. Pages and other plain requests touch only that row: the network and
-        fingerprint keys carry only what audio and HEAD requests do."""
+    def observe(self, facts: RequestFacts, ip_row: int, judge: bool = True) -> Behaviour:
+        """Count this request on its keys and, when `judge`, judge them. ip_row: the
+        address's row, just seen (store.row). Pages and other plain requests touch only that
+        row: the network and fingerprint keys carry only what audio and HEAD requests do."""
+        if not facts.is_audio and facts.method != "HEAD":
+            return self.observe_plain(ip_row, facts.path, facts.is_page, judge)
         s = self.store
         v = s.values
-        if not facts.is_audio and facts.method != "HEAD":
-            b = ip_row * FIELDS
-            v[b + REQ] += 1.0
-            if facts.is_page:
-                v[b + PAGES] += 1.0
-            return self.judge_address(ip_row)
+        ws, wl = s.w_short, s.w_long
+        b = ip_row * FIELDS
+        if v[b + WALK_DOC]:
+            self._walk(b, facts.path)
+        now = v[b + LAST]
         rows = (ip_row, s.row(network_key(facts.ip), now), s.row(facts.fingerprint, now))
         # context is the requesting address's own: a page or feed it loaded itself (another
         # address with the same fingerprint loading one proves nothing)
-        had_page = v[ip_row * FIELDS + PAGES] >= 0.5
+        had_page = v[b + PAGES] >= 0.5 * wl
         address_bit = 1 << (zlib.crc32(facts.ip.encode()) & 63)
         track_bit = 1 << (zlib.crc32(facts.path.encode()) & 63) if facts.is_audio else 0
+        head = facts.method == "HEAD"
+        audio_get = facts.is_audio and facts.method == "GET"
         for r in rows:
             b = r * FIELDS
-            v[b + REQ] += 1.0
+            v[b + REQ] += ws
             s.masks[2 * r + ADDRESSES] |= address_bit
-            if facts.method == "HEAD":
-                v[b + HEADS] += 1.0
-            if facts.is_page:
-                v[b + PAGES] += 1.0
-            if facts.is_audio and facts.method == "GET":
-                v[b + AUDIO] += 1.0
+            if head:
+                v[b + HEADS] += wl
+            if audio_get:
+                v[b + AUDIO] += wl
                 s.masks[2 * r + TRACKS] |= track_bit
                 if not facts.same_site_referer:
                     # a download button on the store's own page is a whole-file GET too
                     if not facts.has_range:
-                        v[b + WHOLE] += 1.0
+                        v[b + WHOLE] += wl
                     if not had_page:
-                        v[b + NO_CONTEXT] += 1.0
-        return self.judge(rows, facts.open_streams)
+                        v[b + NO_CONTEXT] += wl
+        return self.judge(rows, facts.open_streams) if judge else NONE
+
+    def observe_plain(self, ip_row: int, path: str, is_page: bool, judge: bool) -> Behaviour:
+        """observe() for a request that is neither audio nor HEAD: it counts on the address
+        alone, so none of the other facts are needed."""
+        s = self.store
+        v = s.values
+        b = ip_row * FIELDS
+        if v[b + WALK_DOC]:
+            self._walk(b, path)
+        v[b + REQ] += s.w_short
+        if is_page:
+            v[b + PAGES] += s.w_long
+        return self.judge_address(ip_row) if judge else NONE
+
+    def _walk(self, b: int, path: str) -> None:
+        """A client that fetched a sitemap or feed: is it taking the listed URLs in order?
+        Counts the requests that reach further down the list than any before (a reader
+        browsing at random sets a new furthest point about ln(n) times in n requests)."""
+        v = self.store.values
+        index = self.listings.index(int(v[b + WALK_DOC]), path)
+        if index is not None and index > v[b + WALK_POS]:
+            v[b + WALK_POS] = index
+            v[b + WALK_STEPS] += 1.0
+
+    def fetched_listing(self, ip: str, doc: int | None, now: float) -> None:
+        """The address fetched listing `doc` (a new walk starts; None: not a listing)."""
+        if doc is None:
+            return
+        b = self.store.row("i:" + ip, now) * FIELDS
+        v = self.store.values
+        v[b + WALK_DOC], v[b + WALK_POS], v[b + WALK_STEPS] = doc, -1.0, 0.0
 
     def finish(self, ip: str, status: int, audio_bytes: int, now: float) -> None:
         """After the response: 404s and audio bytes, counted on the address key."""
         s = self.store
         r = s.row("i:" + ip, now)
-        b = r * FIELDS
         if status == 404:
-            s.values[b + NOT_FOUND] += 1.0
-        s.values[b + AUDIO_BYTES] += audio_bytes
+            s.add(r, NOT_FOUND)
+        if audio_bytes:
+            s.add(r, AUDIO_BYTES, audio_bytes)
 
     def judge_address(self, ip_row: int) -> Behaviour:
         """For a plain request: what the address alone shows (its own earlier audio counts)."""
         v = self.store.values
+        wl = self.store.w_long
         b = ip_row * FIELDS
-        if (v[b + REQ] < FAST_REQUESTS and v[b + NO_CONTEXT] < NO_CONTEXT_AUDIO
-                and v[b + WHOLE] < WHOLE_FILE_AUDIO and v[b + HEADS] < HEAD_SWEEP
-                and v[b + NOT_FOUND] < NOT_FOUND_RUN
-                and v[b + AUDIO_BYTES] < FASTER_THAN_PLAYBACK_BYTES):
+        if (v[b + REQ] < FAST_REQUESTS * self.store.w_short
+                and v[b + NO_CONTEXT] < NO_CONTEXT_AUDIO * wl
+                and v[b + WHOLE] < WHOLE_FILE_AUDIO * wl and v[b + HEADS] < HEAD_SWEEP * wl
+                and v[b + NOT_FOUND] < NOT_FOUND_RUN * wl
+                and v[b + AUDIO_BYTES] < FASTER_THAN_PLAYBACK_BYTES * wl
+                and v[b + WALK_STEPS] < WALK_STEPS_MIN):
             return NONE
         return self.judge((ip_row, ip_row, ip_row), 0)
 
     def judge(self, rows: tuple[int, int, int], open_streams: int) -> Behaviour:
-        v, masks = self.store.values, self.store.masks
+        s = self.store
+        v, masks, wl = s.values, s.masks, s.w_long
         ip_row, _, fp_row = rows
+        ib, nb, fb = ip_row * FIELDS, rows[1] * FIELDS, fp_row * FIELDS
+        if (open_streams < PARALLEL_AUDIO and v[ib + REQ] < FAST_REQUESTS * s.w_short
+                and masks[2 * ip_row + TRACKS].bit_count() < _MANY_TRACKS_BITS
+                and v[ib + AUDIO_BYTES] < FASTER_THAN_PLAYBACK_BYTES * wl
+                and v[ib + WALK_STEPS] < WALK_STEPS_MIN
+                and v[ib + NO_CONTEXT] + v[nb + NO_CONTEXT] + v[fb + NO_CONTEXT] < wl
+                and v[ib + WHOLE] + v[nb + WHOLE] + v[fb + WHOLE] < wl
+                and max(v[ib + HEADS], v[nb + HEADS], v[fb + HEADS]) < HEAD_SWEEP * wl
+                and max(v[ib + NOT_FOUND], v[nb + NOT_FOUND], v[fb + NOT_FOUND])
+                < NOT_FOUND_RUN * wl):
+            return NONE  # the common case, a listener: no flag can be raised
         flags: list[str] = []
-        ib = ip_row * FIELDS
-        if v[ib + REQ] >= FAST_REQUESTS:
+        if v[ib + REQ] >= FAST_REQUESTS * s.w_short:
             flags.append("fast")
         if _linear_count(masks[2 * ip_row + TRACKS]) >= MANY_TRACKS:
             flags.append("many-tracks")
-        if v[ib + AUDIO_BYTES] >= FASTER_THAN_PLAYBACK_BYTES:
+        if v[ib + AUDIO_BYTES] >= FASTER_THAN_PLAYBACK_BYTES * wl:
             flags.append("faster-than-playback")
         if open_streams >= PARALLEL_AUDIO:
             flags.append("parallel-audio")
-        nb, fb = rows[1] * FIELDS, fp_row * FIELDS
+        if v[ib + WALK_STEPS] >= WALK_STEPS_MIN:
+            flags.append("walking-listing")
         # flags no listener produces, on every key
-        if max(v[ib + NO_CONTEXT], v[nb + NO_CONTEXT], v[fb + NO_CONTEXT]) >= NO_CONTEXT_AUDIO:
+        if max(v[ib + NO_CONTEXT], v[nb + NO_CONTEXT], v[fb + NO_CONTEXT]) >= NO_CONTEXT_AUDIO * wl:
             flags.append("no-context")
-        if max(v[ib + WHOLE], v[nb + WHOLE], v[fb + WHOLE]) >= WHOLE_FILE_AUDIO:
+        if max(v[ib + WHOLE], v[nb + WHOLE], v[fb + WHOLE]) >= WHOLE_FILE_AUDIO * wl:
             flags.append("whole-file")
-        if max(v[ib + HEADS], v[nb + HEADS], v[fb + HEADS]) >= HEAD_SWEEP:
+        if max(v[ib + HEADS], v[nb + HEADS], v[fb + HEADS]) >= HEAD_SWEEP * wl:
             flags.append("head-sweep")
-        if max(v[ib + NOT_FOUND], v[nb + NOT_FOUND], v[fb + NOT_FOUND]) >= NOT_FOUND_RUN:
+        if max(v[ib + NOT_FOUND], v[nb + NOT_FOUND], v[fb + NOT_FOUND]) >= NOT_FOUND_RUN * wl:
             flags.append("not-found")
-        if ((v[fb + NO_CONTEXT] >= 1.0 or v[fb + WHOLE] >= 1.0)
+        if ((v[fb + NO_CONTEXT] >= wl or v[fb + WHOLE] >= wl)
                 and _linear_count(masks[2 * fp_row + ADDRESSES]) >= ROTATING_ADDRESSES):
             flags.append("rotating")
         if not flags:

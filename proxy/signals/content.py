@@ -20,10 +20,13 @@ _SUFFIX_KINDS: dict[str, ContentKind] = {
 DECLARATION_PATHS = frozenset({"/robots.txt", "/ai.txt", "/llms.txt"})
 
 
+_DECLARATION, _PAGE, _OTHER = ContentKind.DECLARATION, ContentKind.PAGE, ContentKind.OTHER
+
+
 def content_kind(path: str) -> ContentKind:
     if path.startswith("/.well-known/") or path in DECLARATION_PATHS:
-        return ContentKind.DECLARATION
+        return _DECLARATION
     last = path.rsplit("/", 1)[-1]
     if "." not in last:
-        return ContentKind.PAGE  # /album/first-light, /
-    return _SUFFIX_KINDS.get(last.rsplit(".", 1)[-1].lower(), ContentKind.OTHER)
+        return _PAGE  # /album/first-light, /
+    return _SUFFIX_KINDS.get(last.rsplit(".", 1)[-1].lower(), _OTHER)
