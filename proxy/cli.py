@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -78,6 +79,31 @@ def _cmd_agents_update(args: argparse.Namespace) -> int:
     print(f"wrote {out / 'ai-robots.yaml'} and {out / 'crawlers.yaml'}")
     for pattern in left_out:
         print(f"left out (not reducible to literal tokens): {pattern}")
+    return 0
+
+
+def _cmd_ranges_import(args: argparse.Namespace) -> int:
+    from .ranges import RANGES_DIR, parse_published, render_list
+
+    if not re.fullmatch(r"[a-z0-9][a-z0-9_-]*", args.name):
+        print(f"sonicshield ranges import: a list name is lower-case letters, digits, '_' and "
+              f"'-' (it becomes FILE.yaml and the name rules use), got {args.name!r}",
+              file=sys.stderr)
+        return 2
+    if args.name == "datacenters":
+        print("sonicshield ranges import: 'datacenters' is the ASN list's file; choose another "
+              "name", file=sys.stderr)
+        return 2
+    try:
+        networks, created = parse_published(args.file.read_bytes())
+    except (OSError, ValueError) as exc:
+        print(f"sonicshield ranges import: {args.file}: {exc}", file=sys.stderr)
+        return 1
+    folder = (Path(args.rules) if args.rules else default_rules_dir()) / RANGES_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    out = folder / f"{args.name}.yaml"
+    out.write_text(render_list(args.name, networks, args.source or str(args.file), created))
+    print(f"wrote {out}: {len(networks)} prefixes; rules name it as cidr: [{args.name}]")
     return 0
 
 
@@ -188,6 +214,17 @@ def build_parser() -> argparse.ArgumentParser:
     update.add_argument("--crawlers-source", help="provenance text: repository, path, commit")
     update.add_argument("--out", help="output folder (default rules/agents)")
     update.set_defaults(func=_cmd_agents_update)
+
+    ranges = sub.add_parser("ranges", help="published crawler address ranges")
+    ranges_sub = ranges.add_subparsers(dest="ranges_command", required=True)
+    imp = ranges_sub.add_parser(
+        "import", help="turn an operator's published ranges JSON (googlebot.json, "
+                       "bingbot.json, gptbot.json...) into rules/networks/NAME.yaml")
+    imp.add_argument("name", help="the list's name, as rules will use it (cidr: [NAME])")
+    imp.add_argument("file", type=Path, help="the published JSON file")
+    imp.add_argument("--source", help="provenance text: the URL it was fetched from, and when")
+    imp.add_argument("--rules", metavar="DIR", help="rules directory (default ./rules)")
+    imp.set_defaults(func=_cmd_ranges_import)
 
     check = sub.add_parser("check", help="validate rule files; every error with file:line:col")
     check.add_argument("dir", nargs="?", help="rules directory (default ./rules)")

@@ -20,6 +20,7 @@ from typing import Any, NamedTuple
 from . import tarpit
 from .agents import PURPOSES, UA_CLASSES, Agent, load_agents
 from .exchange import DEFAULT_ALLOW, Action, ContentKind, Exchange, Verdict
+from .ranges import AddressSet, load_ranges
 from .robots import load_policy
 from .signals.behaviour import BEHAVIOUR_FLAGS
 from .signals.headers import HEADER_PROBLEMS
@@ -171,22 +172,26 @@ def _compile_verified(values: list[Any]) -> Predicate:
     return lambda ex: ex.signals is not None and ex.signals.verified == wanted
 
 
-def _compile_cidr(values: list[Any]) -> Predicate:
-    networks = []
-    for i, v in enumerate(values):
-        try:
-            networks.append(ipaddress.ip_network(str(v), strict=False))
-        except ValueError:
-            raise BadMatchValue(i, f"not an address or CIDR: {v!r}") from None
+def _compile_cidr(ranges: dict[str, AddressSet]) -> MatchCompiler:
+    """Addresses, CIDRs, or the names of published range lists in networks/ (ranges.py)."""
 
-    def test(ex: Exchange) -> bool:
-        try:
-            address = ipaddress.ip_address(ex.client.ip)
-        except ValueError:
-            return False
-        return any(address in n for n in networks)
+    def compile_(values: list[Any]) -> Predicate:
+        networks: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
+        lists: list[AddressSet] = []
+        for i, v in enumerate(values):
+            if str(v) in ranges:
+                lists.append(ranges[str(v)])
+                continue
+            try:
+                networks.append(ipaddress.ip_network(str(v), strict=False))
+            except ValueError:
+                listed = f" (lists in networks/: {', '.join(sorted(ranges))})" if ranges else ""
+                raise BadMatchValue(i, f"not an address, CIDR or range list: {v!r}"
+                                       f"{suggest(str(v), list(ranges))}{listed}") from None
+        sets = (AddressSet(networks), *lists) if networks else tuple(lists)
+        return lambda ex: any(ex.client.ip in s for s in sets)
 
-    return test
+    return compile_
 
 
 def _compile_operator(operators: list[Any]) -> Predicate:
@@ -194,7 +199,9 @@ def _compile_operator(operators: list[Any]) -> Predicate:
     return lambda ex: ex.signals is not None and ex.signals.operator.lower() in wanted
 
 
-def match_keys(agents: dict[str, Agent]) -> dict[str, MatchCompiler]:
+def match_keys(
+    agents: dict[str, Agent], ranges: dict[str, AddressSet] | None = None
+) -> dict[str, MatchCompiler]:
     """The closed set of match keys. Each compiles its list of values into one predicate."""
     return {
         "path": _compile_path,
@@ -211,7 +218,7 @@ def match_keys(agents: dict[str, Agent]) -> dict[str, MatchCompiler]:
         "asn": _compile_asn,
         "org": _compile_org,
         "datacenter": _boolean("datacenter"),
-        "cidr": _compile_cidr,
+        "cidr": _compile_cidr(ranges or {}),
         "verified": _compile_verified,
         "trapped": _boolean("trapped"),
     }
@@ -462,7 +469,9 @@ def load_rules(directory: Path) -> RuleSet:
     except ConfigError as exc:
         problems.extend(exc.problems)
         agents = {}
-    keys = match_keys(agents)
+    ranges, range_problems = load_ranges(directory, directory.name)
+    problems.extend(range_problems)
+    keys = match_keys(agents, ranges)
     datacenter_asns: frozenset[int] = frozenset()
     try:
         datacenter_asns = load_datacenters(directory / "networks" / "datacenters.yaml",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import json
 import logging
 import shutil
 from dataclasses import replace
@@ -14,6 +15,7 @@ from aiohttp import web
 from mmdb_writer import MMDBWriter
 from netaddr import IPSet
 
+from proxy.exchange import Client, Exchange
 from proxy.rules import LiveRules, load_rules
 from proxy.settings import load_settings
 from proxy.signals.network import AsnDatabase, NetworkInfo
@@ -125,8 +127,67 @@ def test_bad_network_match_values(tmp_path: Path, capsys):
     assert capsys.readouterr().err.splitlines() == [
         "rules/10-n.yaml:4:19: rule 'n': match key 'asn': ASNs are numbers like 16509, "
         "got 'AS16509'",
-        "rules/10-n.yaml:4:36: rule 'n': match key 'cidr': not an address or CIDR: "
+        "rules/10-n.yaml:4:36: rule 'n': match key 'cidr': not an address, CIDR or range list: "
         "'10.0.0.0/33'",
         "rules/10-n.yaml:4:62: rule 'n': match key 'datacenter': takes true or false",
         "3 errors",
     ]
+
+
+PUBLISHED = {
+    "creationTime": "2026-11-20T12:00:00.000000",
+    "prefixes": [{"ipv4Prefix": "66.249.64.0/27"}, {"ipv4Prefix": "66.249.64.32/27"},
+                 {"ipv6Prefix": "2001:4860:4801:10::/64"}],
+}
+
+
+def test_published_ranges_are_imported_and_matched_by_name(tmp_path: Path, capsys):
+    from proxy.cli import main
+
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    (rules / "10-r.yaml").write_text(
+        "version: 1\nrules:\n  - name: r\n    match: {cidr: [testbot, 192.0.2.1]}\n"
+        "    action: block\n")
+    published = tmp_path / "testbot.json"
+    published.write_text(json.dumps(PUBLISHED))
+    assert main(["ranges", "import", "testbot", str(published), "--rules", str(rules),
+                 "--source", "https://example.test/testbot.json"]) == 0
+    assert "3 prefixes" in capsys.readouterr().out
+    text = (rules / "networks" / "testbot.yaml").read_text()
+    assert "# Source: https://example.test/testbot.json" in text
+    assert "2026-11-20T12:00:00" in text
+    ruleset = load_rules(rules)
+    test = ruleset.rules[0].conditions[0].test
+    for address, inside in [("66.249.64.0", True), ("66.249.64.63", True),  # merged /27s
+                            ("66.249.64.64", False), ("66.249.63.255", False),
+                            ("2001:4860:4801:10::1", True), ("2001:4860:4801:11::1", False),
+                            ("192.0.2.1", True), ("192.0.2.2", False), ("not-an-ip", False)]:
+        ex = Exchange("x", Client(address, address, False, "http", "h"), "GET", "/", "")
+        assert test(ex) is inside, address
+
+
+def test_bad_range_lists_and_names_are_reported(tmp_path: Path, capsys):
+    from proxy.cli import main
+
+    rules = tmp_path / "rules"
+    (rules / "networks").mkdir(parents=True)
+    (rules / "networks" / "testbot.yaml").write_text(
+        "version: 1\nprefixes:\n  - 66.249.64.0/27\n  - 66.249.64.0/33\n")
+    (rules / "10-r.yaml").write_text(
+        "version: 1\nrules:\n  - name: r\n    match: {cidr: [testbto]}\n    action: block\n")
+    assert main(["check", str(rules)]) == 1
+    assert capsys.readouterr().err.splitlines() == [
+        "rules/10-r.yaml:4:20: rule 'r': match key 'cidr': not an address, CIDR or range list: "
+        "'testbto' (did you mean 'testbot'?) (lists in networks/: testbot)",
+        "rules/networks/testbot.yaml:4:5: not a CIDR: '66.249.64.0/33'",
+        "2 errors",
+    ]
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"prefixes": [{"ipv4Prefix": "300.1.2.3/8"}]}')
+    assert main(["ranges", "import", "x", str(bad), "--rules", str(rules)]) == 1
+    assert capsys.readouterr().err.strip() == (
+        f"sonicshield ranges import: {bad}: prefixes[0]: not an ipv4Prefix or ipv6Prefix: "
+        "{'ipv4Prefix': '300.1.2.3/8'}")
+    assert main(["ranges", "import", "Bad Name", str(bad), "--rules", str(rules)]) == 2
+    assert not (rules / "networks" / "x.yaml").exists()
