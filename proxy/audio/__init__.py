@@ -1,0 +1,1 @@
+"""Audio countermeasures: formats, variants, their cache and how they are served."""
