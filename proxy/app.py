@@ -11,6 +11,7 @@ from yarl import URL
 
 from .app_keys import (
     ASN,
+    AUDIO,
     METRICS,
     ROBOTS,
     RULES,
@@ -21,6 +22,7 @@ from .app_keys import (
     UPSTREAM,
     VERIFIER,
 )
+from .audio.service import Countermeasures
 from .deadlines import DeadlineWatch
 from .forward import Upstream, make_session
 from .handler import handle
@@ -59,6 +61,7 @@ async def _upstream_ctx(app: web.Application) -> AsyncIterator[None]:
     await session.close()
     await app[VERIFIER].close()
     app[ASN].close()
+    await asyncio.to_thread(app[AUDIO].close)
 
 
 def build_app(
@@ -76,6 +79,9 @@ def build_app(
     app[TARPITS] = Tarpits(settings.limits.tarpits)
     app[ASN] = AsnDatabase(settings.network.asn_database)
     app[VERIFIER] = CrawlerVerifier()
+    a = settings.audio
+    app[AUDIO] = Countermeasures(a.cache_dir, a.cache_max_bytes, a.workers, a.max_jobs,
+                                 a.max_source_bytes)
     app.cleanup_ctx.append(_upstream_ctx)
     app.router.add_route("*", "/{tail:.*}", handle)
     return app

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from .audio.service import Countermeasures
 from .forward import Upstream
 from .metrics import Metrics
 from .robots import RobotsSource
@@ -16,6 +17,7 @@ from .streams import StreamLimiter
 from .tarpit import Tarpits
 
 SETTINGS = web.AppKey("settings", Settings)
+AUDIO = web.AppKey("audio", Countermeasures)
 UPSTREAM = web.AppKey("upstream", Upstream)
 METRICS = web.AppKey("metrics", Metrics)
 RULES = web.AppKey("rules", LiveRules)

@@ -13,6 +13,7 @@ from aiohttp import web
 
 from .app_keys import (
     ASN,
+    AUDIO,
     METRICS,
     ROBOTS,
     RULES,
@@ -23,11 +24,13 @@ from .app_keys import (
     UPSTREAM,
     VERIFIER,
 )
+from .audio.service import Fallback
 from .classify import classify
 from .clientip import resolve_client
 from .exchange import Action, ContentKind, Exchange
 from .forward import UpstreamError, open_upstream, proxy_websocket, stream_response
 from .logs import log_access
+from .rules import AUDIO_ACTIONS
 
 
 async def handle(request: web.Request) -> web.StreamResponse:
@@ -112,7 +115,9 @@ async def respond(request: web.Request, ex: Exchange, trap_hit: bool) -> web.Str
         if slow is not None:
             return slow
         action = Action.BLOCK  # every tarpit is busy: the cheaper answer
-    if action is Action.BLOCK:
+    if action in AUDIO_ACTIONS and ex.method in ("GET", "HEAD"):
+        return await _variant(request, ex)
+    if action is not Action.ALLOW:  # block, and an audio action asked to change anything else
         return local_response(request, ex, 403, "Forbidden", "This request was refused.")
     if trap_hit:  # the trap is the proxy's own page; the store never sees it
         return local_response(request, ex, 200, "Archive", "The archive is being prepared.")
@@ -137,6 +142,25 @@ async def respond(request: web.Request, ex: Exchange, trap_hit: bool) -> web.Str
         ex.error = exc.reason
         app[METRICS].upstream_error(exc.reason)
         return local_response(request, ex, exc.status, _TITLES[exc.status], str(exc))
+    finally:
+        streams.release(ex.client.ip)
+
+
+async def _variant(request: web.Request, ex: Exchange) -> web.StreamResponse:
+    """An audio countermeasure (proxy/audio/): a variant, or the cheaper 403 when there is
+    none to give, never the real file."""
+    app = request.app
+    streams = app[STREAMS]
+    if not streams.acquire(ex.client.ip):
+        return local_response(request, ex, 429, "Too Many Requests",
+                              "Too many parallel downloads.")
+    try:
+        return await app[AUDIO].respond(request, ex, app[UPSTREAM], _verdict_headers(request, ex))
+    except Fallback as exc:
+        ex.error = exc.reason
+        title = {404: "Not Found", 502: "Bad Gateway"}.get(exc.status, "Forbidden")
+        return local_response(request, ex, exc.status, title, "This request was refused."
+                              if exc.status == 403 else "The file is not available.")
     finally:
         streams.release(ex.client.ip)
 

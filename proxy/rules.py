@@ -249,11 +249,23 @@ def _no_params(params: dict[str, Any]) -> None:
         raise ValueError(f"takes no params, got {', '.join(sorted(params))}")
 
 
+def _truncate_params(params: dict[str, Any]) -> None:
+    for key, value in params.items():
+        if key != "seconds":
+            raise ValueError(f"unknown param '{key}'; truncate takes seconds")
+        if isinstance(value, bool) or not isinstance(value, int | float) or not (
+                1 <= value <= 600):
+            raise ValueError("'seconds' must be a number from 1 to 600")
+
+
 ACTIONS: dict[Action, ParamsValidator] = {
     Action.ALLOW: _no_params,
     Action.BLOCK: _no_params,
     Action.TARPIT: tarpit.validate_params,
+    Action.TRUNCATE: _truncate_params,
+    Action.DECOY: _no_params,
 }
+AUDIO_ACTIONS = frozenset({Action.TRUNCATE, Action.DECOY, Action.POISON, Action.WATERMARK})
 RULE_KEYS = ("name", "description", "match", "action", "params", "shadow")
 
 
@@ -432,6 +444,13 @@ def _compile_rule(
             ACTIONS[action](params)
         except (ValueError, TypeError) as exc:
             fail(raw.value_mark("params"), f"params for '{action.value}': {exc}")
+
+    if action in AUDIO_ACTIONS and isinstance(match, LocatedDict):
+        content = next((c.values for c in conditions if c.key == "content"), None)
+        if content is None or set(content) != {"audio"}:
+            fail(raw.value_mark("action"),
+                 f"action '{action.value}' makes a variant of an audio file: the rule's match "
+                 f"needs 'content: audio' (and no other kind)")
 
     shadow = raw.get("shadow", False)
     if not isinstance(shadow, bool):

@@ -90,6 +90,15 @@ class TrapSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class AudioSettings:
+    cache_dir: Path = Path("cache/variants")  # variant files; relative to the config file
+    cache_max_bytes: int = 4 << 30
+    workers: int = 2  # codec processes per proxy worker
+    max_jobs: int = 8  # fetches and codec jobs at once; beyond, the cheaper countermeasure
+    max_source_bytes: int = 2 << 30  # a larger original is not processed (403)
+
+
+@dataclass(frozen=True, slots=True)
 class LogSettings:
     format: str = "json"  # json | text
     level: str = "info"
@@ -109,6 +118,7 @@ class Settings:
     log: LogSettings = field(default_factory=LogSettings)
     network: NetworkSettings = field(default_factory=NetworkSettings)
     traps: TrapSettings = field(default_factory=TrapSettings)
+    audio: AudioSettings = field(default_factory=AudioSettings)
     verdict_header: bool = False  # send X-SonicShield-Verdict on responses
     # Decide and record every verdict, but serve every client the real response: for trying
     # new rules on live traffic.
@@ -266,6 +276,7 @@ TOP_KEYS = (
     "shadow",
     "network",
     "traps",
+    "audio",
 )
 
 
@@ -348,6 +359,18 @@ def settings_from_mapping(raw: LocatedDict, base_dir: Path, source: str) -> Sett
                      "a path like /archive-complete/ (starting and ending with /)"),
     )
 
+    au = r.section(raw, "audio", AudioSettings.__slots__)
+    d_au = DEFAULTS.audio
+    cache_dir = Path(r.string(au, "cache_dir", str(d_au.cache_dir)))
+    audio = AudioSettings(
+        cache_dir=cache_dir if cache_dir.is_absolute() else base_dir / cache_dir,
+        cache_max_bytes=r.integer(au, "cache_max_bytes", d_au.cache_max_bytes, 1 << 20, 1 << 50),
+        workers=r.integer(au, "workers", d_au.workers, 1, 64),
+        max_jobs=r.integer(au, "max_jobs", d_au.max_jobs, 1, 10_000),
+        max_source_bytes=r.integer(au, "max_source_bytes", d_au.max_source_bytes, 1 << 16,
+                                   1 << 40),
+    )
+
     rules_dir = Path(r.string(raw, "rules_dir", str(DEFAULTS.rules_dir)))
     settings = Settings(
         listen=tuple(listens) or DEFAULTS.listen,
@@ -361,6 +384,7 @@ def settings_from_mapping(raw: LocatedDict, base_dir: Path, source: str) -> Sett
         log=log,
         network=NetworkSettings(asn_database=asn_database),
         traps=traps,
+        audio=audio,
         verdict_header=r.boolean(raw, "verdict_header", DEFAULTS.verdict_header),
         shadow=r.boolean(raw, "shadow", DEFAULTS.shadow),
         source=source,

@@ -13,7 +13,7 @@ from aiohttp import web
 from ..logs import log_event, setup_logging
 from ..rules import LiveRules, load_rules
 from ..server import new_event_loop, serve
-from ..settings import AdminSettings, Listen, LogSettings, Settings, UpstreamSettings
+from ..settings import AdminSettings, AudioSettings, Listen, LogSettings, Settings, UpstreamSettings
 from ..yamlsource import ConfigError
 from .store import prepare_store
 
@@ -28,8 +28,13 @@ def demo_settings(args: argparse.Namespace, rules_dir: Path) -> Settings:
         admin=AdminSettings(listen=Listen(args.host, args.admin_port)),
         log=LogSettings(format="text", level="info"),
         verdict_header=True,
+        audio=AudioSettings(cache_dir=demo_cache(args) / "variants"),
         source="<demo>",
     )
+
+
+def demo_cache(args: argparse.Namespace) -> Path:
+    return Path(args.cache) if args.cache else Path.home() / ".cache" / "sonicshield" / "demo"
 
 
 def _banner(proxy: str, admin: str, store: str) -> str:
@@ -50,7 +55,7 @@ def _banner(proxy: str, admin: str, store: str) -> str:
 
 
 async def _run(args: argparse.Namespace, rules: LiveRules, settings: Settings) -> None:
-    cache = args.cache or (Path.home() / ".cache" / "sonicshield" / "demo")
+    cache = demo_cache(args)
     log_event(log, logging.INFO, "preparing-catalogue", cache=str(cache))
     store_app = await asyncio.to_thread(prepare_store, cache)
     store_runner = web.AppRunner(store_app, access_log=None, handle_signals=False)

@@ -1,0 +1,205 @@
+"""Codec work for the audio variants. Runs in worker processes (proxy/audio/service.py), never
+on the event loop: every function takes file paths and returns plain data.
+
+- truncate: the first N seconds as a valid file that says it lasts N seconds. Lossless formats
+  (FLAC, WAV) are decoded and re-encoded with libsndfile, so the samples are the source's own
+  and FLAC's STREAMINFO is right; lossy formats are remuxed with PyAV (no generation loss):
+  whole packets up to N seconds, which the muxers turn into a correct Xing header (MP3), final
+  granule position (Ogg) or moov duration (M4A, with faststart).
+- decoy: music-like audio synthesised from a seed (proxy/audio/synth.py), of the source's
+  duration, sample rate, channels, format and bitrate, and nothing else of it.
+- encode: samples -> a file of a given format and bitrate (PyAV's libmp3lame, libopus and AAC
+  encoders; libsndfile for FLAC, WAV and Ogg Vorbis, written in chunks).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import av
+import numpy as np
+import numpy.typing as npt
+import soundfile
+
+from .formats import AudioFormat
+from .synth import render
+
+Samples = npt.NDArray[np.float32]  # shape (frames, channels), -1..1
+
+_CONTAINERS = {AudioFormat.MP3: "mp3", AudioFormat.VORBIS: "ogg", AudioFormat.OPUS: "ogg",
+               AudioFormat.M4A: "ipod"}
+_ENCODERS = {AudioFormat.MP3: "libmp3lame", AudioFormat.OPUS: "libopus",
+             AudioFormat.M4A: "aac"}
+_SNDFILE = {AudioFormat.FLAC: ("FLAC", "PCM_16"), AudioFormat.WAV: ("WAV", "PCM_16"),
+            AudioFormat.VORBIS: ("OGG", "VORBIS")}
+_CHUNK = 1 << 18  # frames per libsndfile read/write (libsndfile's Ogg writer fails on huge ones)
+
+
+class CodecError(Exception):
+    """The source could not be read or the variant written (a corrupt or unexpected file)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Info:
+    format: AudioFormat
+    duration: float  # seconds
+    sample_rate: int
+    channels: int
+    bit_rate: int  # bits per second, 0 when the file does not say
+
+
+def probe(path: Path, fmt: AudioFormat) -> Info:
+    if fmt in (AudioFormat.FLAC, AudioFormat.WAV):
+        i = soundfile.info(str(path))
+        bits = {"PCM_16": 16, "PCM_24": 24, "PCM_32": 32, "PCM_U8": 8, "PCM_S8": 8}
+        rate = i.samplerate * i.channels * bits.get(i.subtype, 16)
+        return Info(fmt, i.frames / i.samplerate, i.samplerate, i.channels, rate)
+    try:
+        with av.open(str(path)) as c:
+            s = c.streams.audio[0]
+            if s.duration is not None and s.time_base is not None:
+                duration = float(s.duration * s.time_base)
+            elif c.duration is not None:
+                duration = c.duration / av.time_base
+            else:
+                duration = 0.0
+            return Info(fmt, duration, s.codec_context.sample_rate, s.codec_context.channels,
+                        s.codec_context.bit_rate or c.bit_rate or 0)
+    except (av.FFmpegError, IndexError) as exc:
+        raise CodecError(f"cannot read {fmt} audio: {exc}") from None
+
+
+def decode(path: Path) -> tuple[Samples, int]:
+    """Every sample of the first audio stream, as float32 (frames, channels)."""
+    try:
+        with av.open(str(path)) as c:
+            s = c.streams.audio[0]
+            rate, channels = s.codec_context.sample_rate, s.codec_context.channels
+            layout = "mono" if channels == 1 else "stereo"
+            resampler = av.AudioResampler(format="flt", layout=layout, rate=rate)
+            parts = []
+            for frame in c.decode(s):
+                for out in resampler.resample(frame):
+                    parts.append(out.to_ndarray().reshape(-1, min(channels, 2)))
+            for out in resampler.resample(None):
+                parts.append(out.to_ndarray().reshape(-1, min(channels, 2)))
+    except (av.FFmpegError, IndexError) as exc:
+        raise CodecError(f"cannot decode: {exc}") from None
+    if not parts:
+        raise CodecError("no audio in the file")
+    return np.concatenate(parts).astype(np.float32), rate
+
+
+def encode(samples: Samples, rate: int, fmt: AudioFormat, bit_rate: int, dst: Path) -> None:
+    """Write samples as `fmt` (bit_rate for the lossy encoders; 0 for their default)."""
+    if fmt in _SNDFILE:
+        container, subtype = _SNDFILE[fmt]
+        with soundfile.SoundFile(str(dst), "w", rate, samples.shape[1], subtype,
+                                 format=container) as out:
+            for start in range(0, len(samples), _CHUNK):
+                out.write(samples[start:start + _CHUNK])
+        return
+    options = {"movflags": "+faststart"} if fmt is AudioFormat.M4A else {}
+    layout = "mono" if samples.shape[1] == 1 else "stereo"
+    out_rate = 48000 if fmt is AudioFormat.OPUS else rate  # Opus runs at 48 kHz
+    with av.open(str(dst), "w", format=_CONTAINERS[fmt], options=options) as c:
+        stream: Any = c.add_stream(_ENCODERS[fmt], rate=out_rate, layout=layout)
+        if bit_rate:
+            stream.bit_rate = _nearest_bit_rate(fmt, bit_rate)
+            if fmt is AudioFormat.OPUS:  # the source's average rate, held: Opus VBR wanders
+                stream.codec_context.options = {"vbr": "off"}
+        resampler = av.AudioResampler(format=stream.codec_context.format.name, layout=layout,
+                                      rate=out_rate)
+        fifo = av.AudioFifo()
+        frame_size = stream.codec_context.frame_size or 1024
+        for start in range(0, len(samples), _CHUNK):
+            block = np.ascontiguousarray(samples[start:start + _CHUNK].T)
+            frame = av.AudioFrame.from_ndarray(block, format="fltp", layout=layout)
+            frame.sample_rate = rate
+            for converted in resampler.resample(frame):
+                fifo.write(converted)
+            _drain(c, stream, fifo, frame_size, final=False)
+        for converted in resampler.resample(None):
+            fifo.write(converted)
+        _drain(c, stream, fifo, frame_size, final=True)
+        for packet in stream.encode(None):
+            c.mux(packet)
+
+
+def _drain(c: Any, stream: Any, fifo: Any, frame_size: int, final: bool) -> None:
+    while fifo.samples >= frame_size or (final and fifo.samples):
+        frame = fifo.read(min(frame_size, fifo.samples))
+        frame.pts = None
+        for packet in stream.encode(frame):
+            c.mux(packet)
+
+
+def _nearest_bit_rate(fmt: AudioFormat, bit_rate: int) -> int:
+    if fmt is AudioFormat.MP3:  # CBR rates LAME accepts
+        rates = (32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320)
+        return 1000 * min(rates, key=lambda r: abs(r * 1000 - bit_rate))
+    return max(16000, min(bit_rate, 320000))
+
+
+def truncate(src: Path, dst: Path, fmt: AudioFormat, seconds: float) -> None:
+    if fmt in (AudioFormat.FLAC, AudioFormat.WAV):
+        _truncate_lossless(src, dst, seconds)
+    else:
+        _truncate_remux(src, dst, fmt, seconds)
+
+
+def _truncate_lossless(src: Path, dst: Path, seconds: float) -> None:
+    with soundfile.SoundFile(str(src)) as inp:
+        left = round(seconds * inp.samplerate)
+        # int32 carries 16- and 24-bit PCM exactly; float formats stay float
+        dtype = "float64" if inp.subtype in ("FLOAT", "DOUBLE") else "int32"
+        with soundfile.SoundFile(str(dst), "w", inp.samplerate, inp.channels, inp.subtype,
+                                 format=inp.format) as out:
+            while left > 0:
+                block = inp.read(min(left, _CHUNK), dtype=dtype)
+                if not len(block):
+                    break
+                out.write(block)
+                left -= len(block)
+
+
+def _truncate_remux(src: Path, dst: Path, fmt: AudioFormat, seconds: float) -> None:
+    options = {"movflags": "+faststart"} if fmt is AudioFormat.M4A else {}
+    try:
+        with av.open(str(src)) as inp, av.open(str(dst), "w", format=_CONTAINERS[fmt],
+                                                options=options) as out:
+            ins = inp.streams.audio[0]
+            outs = out.add_stream_from_template(ins)
+            base = float(ins.time_base or 0)
+            for packet in inp.demux(ins):
+                if packet.pts is None or packet.size == 0:
+                    continue
+                length = (packet.duration or 0) * base
+                # whole packets, the last one ending nearest N seconds
+                if (packet.pts * base + length) - seconds > length / 2:
+                    break
+                packet.stream = outs
+                out.mux(packet)
+    except (av.FFmpegError, IndexError) as exc:
+        raise CodecError(f"cannot remux {fmt}: {exc}") from None
+
+
+def decoy(src: Path, dst: Path, fmt: AudioFormat, seed: int) -> None:
+    """Synthesised audio shaped like the source (duration, rate, channels, format, bitrate)."""
+    info = probe(src, fmt)
+    seconds = max(info.duration, 1.0)
+    rng = np.random.default_rng(seed)
+    key_hz = float(110.0 * 2.0 ** (rng.integers(0, 12) / 12.0))
+    tempo = float(rng.integers(70, 140))
+    stereo = render(seed, seconds, key_hz, tempo, info.sample_rate)
+    samples = (stereo if info.channels >= 2 else stereo.mean(axis=1, keepdims=True))
+    encode(samples.astype(np.float32), info.sample_rate, fmt,
+           info.bit_rate if not fmt.lossless else 0, dst)
+
+
+def duration_of(path: Path, fmt: AudioFormat) -> float:
+    d = probe(path, fmt).duration
+    return d if math.isfinite(d) else 0.0

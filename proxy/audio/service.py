@@ -1,0 +1,231 @@
+"""Audio countermeasures in the proxy: from a verdict to a variant file on the wire.
+
+For a request the rules answer with an audio action:
+
+1. Ask the store for the track's validators (HEAD). A strong ETag, or Last-Modified with a
+   length, names this version of the track; the variant's cache key is a hash of it, the path
+   and the action. Without validators the key comes from the content itself (step 3).
+2. A cached variant is served at once (proxy/audio/serve.py).
+3. Otherwise the original is fetched whole into the cache's tmp folder (bounded size), sniffed
+   (proxy/audio/formats.py) and handed to the process pool, which writes the variant
+   (proxy/audio/codec.py). Codec work never runs on the event loop.
+
+Bounds: at most `max_jobs` fetches and codec jobs at once in this worker; concurrent requests
+for the same variant wait for one job. Past the bound, or when the store's file is not audio
+SonicShield can read, the request gets the cheaper countermeasure (a 403), never the real file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import hashlib
+import logging
+import multiprocessing
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from ..exchange import Action, Exchange
+from ..forward import Upstream, upstream_request_headers
+from ..logs import log_event
+from .cache import VariantCache
+from .formats import SNIFF_BYTES, AudioFormat, sniff
+from .serve import send_variant
+
+log = logging.getLogger("sonicshield.audio")
+RECIPE = "1"  # bump when a variant's recipe changes: old cache entries are then never hit
+_NOT_FORWARDED = ("Range", "If-Range", "If-None-Match", "If-Modified-Since", "If-Match",
+                  "If-Unmodified-Since", "Accept-Encoding")
+
+
+class Fallback(Exception):
+    """No variant for this request: answer with the cheaper countermeasure. `reason` is logged
+    and becomes the exchange's error."""
+
+    def __init__(self, reason: str, status: int = 403) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.status = status
+
+
+@dataclass(frozen=True, slots=True)
+class Variant:
+    key: str
+    path: Path
+    format: AudioFormat
+    size: int
+
+
+def recipe(action: Action, params: tuple[tuple[str, object], ...]) -> str:
+    """The canonical text of what a variant is: 'truncate seconds=30'."""
+    return " ".join([action.value, *(f"{k}={v}" for k, v in params)])
+
+
+def make_variant(action: str, params: dict[str, Any], src: str, dst: str, fmt: str,
+                 seed: int) -> None:
+    """The pool's entry point (module level, so it pickles)."""
+    from . import codec
+
+    audio = AudioFormat(fmt)
+    if action == Action.TRUNCATE:
+        codec.truncate(Path(src), Path(dst), audio, float(params.get("seconds", 30)))
+    elif action == Action.DECOY:
+        codec.decoy(Path(src), Path(dst), audio, seed)
+    else:
+        raise ValueError(f"not an audio action: {action}")
+
+
+class Countermeasures:
+    def __init__(self, cache_dir: Path, cache_max_bytes: int, workers: int, max_jobs: int,
+                 max_source_bytes: int) -> None:
+        self.cache_dir = cache_dir
+        self.cache_max_bytes = cache_max_bytes
+        self._cache: VariantCache | None = None
+        self.workers = workers
+        self.max_jobs = max_jobs
+        self.max_source_bytes = max_source_bytes
+        self.jobs = 0
+        self._flights: dict[str, asyncio.Future[Variant]] = {}
+        self._pool: concurrent.futures.ProcessPoolExecutor | None = None
+
+    @property
+    def cache(self) -> VariantCache:
+        if self._cache is None:  # the folder is made when the first variant is asked for
+            self._cache = VariantCache(self.cache_dir, self.cache_max_bytes)
+        return self._cache
+
+    @property
+    def pool(self) -> concurrent.futures.ProcessPoolExecutor:
+        if self._pool is None:  # workers start on first use; forkserver: no copy of the loop
+            self._pool = concurrent.futures.ProcessPoolExecutor(
+                self.workers, mp_context=multiprocessing.get_context("forkserver"))
+        return self._pool
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+
+    async def respond(
+        self, request: web.Request, ex: Exchange, upstream: Upstream, headers: Mapping[str, str]
+    ) -> web.StreamResponse:
+        """Serve this exchange's audio variant; Fallback when there is none to serve."""
+        variant = await self.variant(request, ex, upstream)
+        ex.variant = f"{ex.verdict.action.value}:{variant.key[:12]}"
+        etag = f'"ss-{variant.key[:32]}"'
+        return await send_variant(request, ex, variant.path, variant.size, etag,
+                                  variant.format.content_type, headers)
+
+    async def variant(self, request: web.Request, ex: Exchange, upstream: Upstream) -> Variant:
+        what = recipe(ex.verdict.action, ex.verdict.params)
+        validator = await self._validator(request, ex, upstream)
+        key = _key(what, ex.path, validator) if validator else None
+        if key is not None:
+            hit = self.cache.get(key)
+            if hit is not None:
+                return Variant(key, *hit)
+        flight = key or f"{ex.path}\x00{what}"
+        waiting = self._flights.get(flight)
+        if waiting is not None:
+            return await asyncio.shield(waiting)
+        if self.jobs >= self.max_jobs:
+            raise Fallback("variant-jobs-busy")
+        future: asyncio.Future[Variant] = asyncio.get_running_loop().create_future()
+        self._flights[flight] = future
+        self.jobs += 1
+        try:
+            result = await self._make(request, ex, upstream, what, key)
+            future.set_result(result)
+            return result
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # retrieved: a flight nobody else joined must not warn
+            raise
+        finally:
+            self.jobs -= 1
+            del self._flights[flight]
+
+    async def _validator(self, request: web.Request, ex: Exchange, upstream: Upstream) -> str:
+        """What names this version of the track at the store ('' when it says nothing)."""
+        try:
+            async with upstream.session.head(upstream.base.join(request.rel_url),
+                                             headers=_fetch_headers(request, ex, upstream),
+                                             allow_redirects=False) as r:
+                if r.status >= 400:
+                    raise Fallback(f"upstream-status-{r.status}", 404 if r.status == 404 else 502)
+                etag = r.headers.get("ETag", "")
+                if etag and not etag.startswith("W/"):
+                    return "etag " + etag
+                modified, length = r.headers.get("Last-Modified"), r.headers.get("Content-Length")
+                return f"modified {modified} {length}" if modified and length else ""
+        except aiohttp.ClientError as exc:
+            raise Fallback(f"upstream-error: {type(exc).__name__}", 502) from None
+
+    async def _make(self, request: web.Request, ex: Exchange, upstream: Upstream, what: str,
+                    key: str | None) -> Variant:
+        source = self.cache.new_tmp()
+        try:
+            digest, fmt = await self._fetch(request, ex, upstream, source)
+            key = key or _key(what, "", "sha256 " + digest)
+            hit = self.cache.get(key)
+            if hit is not None:
+                return Variant(key, *hit)
+            out = self.cache.new_tmp("." + fmt.value)
+            seed = int(digest[:15], 16)
+            loop = asyncio.get_running_loop()
+            try:
+                await loop.run_in_executor(self.pool, make_variant, ex.verdict.action.value,
+                                           dict(ex.verdict.params), str(source), str(out),
+                                           fmt.value, seed)
+            except Exception as exc:
+                out.unlink(missing_ok=True)
+                log_event(log, logging.WARNING, "variant-failed", path=ex.path,
+                          action=ex.verdict.action.value, error=f"{type(exc).__name__}: {exc}")
+                raise Fallback("variant-failed") from None
+            return Variant(key, *self.cache.put(key, fmt, out))
+        finally:
+            source.unlink(missing_ok=True)
+
+    async def _fetch(self, request: web.Request, ex: Exchange, upstream: Upstream,
+                     dst: Path) -> tuple[str, AudioFormat]:
+        """The original, whole, into `dst`: its SHA-256 and format."""
+        digest = hashlib.sha256()
+        head = b""
+        size = 0
+        try:
+            async with upstream.session.get(upstream.base.join(request.rel_url),
+                                            headers=_fetch_headers(request, ex, upstream),
+                                            allow_redirects=False) as r:
+                if r.status != 200:
+                    raise Fallback(f"upstream-status-{r.status}", 404 if r.status == 404 else 502)
+                with dst.open("wb") as f:
+                    async for chunk in r.content.iter_any():
+                        size += len(chunk)
+                        if size > self.max_source_bytes:
+                            raise Fallback("source-too-large")
+                        if len(head) < SNIFF_BYTES:
+                            head += chunk[:SNIFF_BYTES - len(head)]
+                        digest.update(chunk)
+                        f.write(chunk)
+        except aiohttp.ClientError as exc:
+            raise Fallback(f"upstream-error: {type(exc).__name__}", 502) from None
+        fmt = sniff(head)
+        if fmt is None:
+            raise Fallback("not-audio-sonicshield-reads")
+        return digest.hexdigest(), fmt
+
+
+def _key(what: str, path: str, validator: str) -> str:
+    return hashlib.sha256(f"{RECIPE}\x00{what}\x00{path}\x00{validator}".encode()).hexdigest()
+
+
+def _fetch_headers(request: web.Request, ex: Exchange, upstream: Upstream) -> Any:
+    headers = upstream_request_headers(request, ex, upstream)
+    for name in _NOT_FORWARDED:
+        headers.popall(name, None)
+    headers["Accept-Encoding"] = "identity"
+    return headers
