@@ -10,6 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
@@ -21,10 +22,25 @@ from aiohttp import web
 from proxy.app import build_app, runner_kwargs
 from proxy.demo.catalogue import ensure_catalogue
 from proxy.rules import LiveRules, RuleSet, load_rules
-from proxy.settings import AdminSettings, Listen, Settings, Timeouts, UpstreamSettings
+from proxy.settings import (
+    AdminSettings,
+    AudioSettings,
+    Listen,
+    Settings,
+    Timeouts,
+    UpstreamSettings,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 RULES_DIR = ROOT / "rules"
+# audio variants made by in-process proxies (one folder for the run, removed at its end)
+VARIANTS = Path(tempfile.mkdtemp(prefix="sonicshield-test-variants-"))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _remove_variants() -> Iterator[None]:
+    yield
+    shutil.rmtree(VARIANTS, ignore_errors=True)
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -60,6 +76,7 @@ def proxy_settings(upstream: str, **changes: object) -> Settings:
         upstream=UpstreamSettings(url=upstream),
         rules_dir=PASSTHROUGH_RULES,
         admin=AdminSettings(listen=None),
+        audio=AudioSettings(cache_dir=VARIANTS, workers=1),
         timeouts=Timeouts(
             upstream_connect=2.0, upstream_response=5.0, upstream_idle=5.0, shutdown_grace=2.0
         ),

@@ -19,8 +19,8 @@ def test_explain_a_fake_browser(capsys):
            "no-client-hints" in out
     assert "  no     rules/20-ai-crawlers.yaml:10 ai-crawler-audio: ua_class is not " \
            "ai-crawler" in out
-    assert "  MATCH  rules/30-disguised.yaml:16 fake-browser-audio -> block" in out
-    assert out[-1].startswith("verdict   block (rules/30-disguised.yaml:16 fake-browser-audio, "
+    assert "  MATCH  rules/30-disguised.yaml:17 fake-browser-audio -> decoy" in out
+    assert out[-1].startswith("verdict   decoy (rules/30-disguised.yaml:17 fake-browser-audio, "
                               "rule hash ")
 
 

@@ -33,7 +33,7 @@ requests:
 """)
     assert main(["test-rules", str(fixtures), "--rules", str(RULES_DIR)]) == 1
     assert capsys.readouterr().out.splitlines() == [
-        "fixtures/wrong.yaml:4:5: expected allow, got block",
+        "fixtures/wrong.yaml:4:5: expected allow, got truncate",
         "0 passed, 1 failed",
     ]
 
