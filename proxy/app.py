@@ -25,7 +25,7 @@ from .app_keys import (
 from .audio.service import Countermeasures
 from .deadlines import DeadlineWatch
 from .forward import Upstream, make_session
-from .handler import handle
+from .handler import declare, handle
 from .metrics import Metrics
 from .robots import RobotsSource
 from .rules import LiveRules
@@ -84,6 +84,7 @@ def build_app(
                                  a.max_source_bytes)
     app.cleanup_ctx.append(_upstream_ctx)
     app.router.add_route("*", "/{tail:.*}", handle)
+    app.on_response_prepare.append(declare)
     return app
 
 

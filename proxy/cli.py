@@ -107,6 +107,22 @@ def _cmd_ranges_import(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_rights_export(args: argparse.Namespace) -> int:
+    from .rights import load_rights
+
+    directory = Path(args.rules) if args.rules else default_rules_dir()
+    try:
+        rights = load_rights(directory / "rights.yaml", f"{directory.name}/rights.yaml")
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    if rights is None:
+        print(f"sonicshield rights export: no {directory / 'rights.yaml'}", file=sys.stderr)
+        return 1
+    sys.stdout.write(rights.export(args.format))
+    return 0
+
+
 def _cmd_explain(args: argparse.Namespace) -> int:
     from .explain import explain, spec_from_log_line, spec_from_url
     from .rules import load_rules
@@ -225,6 +241,14 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("--source", help="provenance text: the URL it was fetched from, and when")
     imp.add_argument("--rules", metavar="DIR", help="rules directory (default ./rules)")
     imp.set_defaults(func=_cmd_ranges_import)
+
+    rights = sub.add_parser("rights", help="the rights declarations of rules/rights.yaml")
+    rights_sub = rights.add_subparsers(dest="rights_command", required=True)
+    export = rights_sub.add_parser("export", help="the declarations keyed by ISRC, for a "
+                                                  "rights registry")
+    export.add_argument("--format", choices=("csv", "json"), default="csv")
+    export.add_argument("--rules", metavar="DIR", help="rules directory (default ./rules)")
+    export.set_defaults(func=_cmd_rights_export)
 
     check = sub.add_parser("check", help="validate rule files; every error with file:line:col")
     check.add_argument("dir", nargs="?", help="rules directory (default ./rules)")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import replace
 
 from aiohttp import web
@@ -30,13 +31,15 @@ from .clientip import resolve_client
 from .exchange import Action, ContentKind, Exchange
 from .forward import UpstreamError, open_upstream, proxy_websocket, stream_response
 from .logs import log_access
+from .rights import Rights
 from .rules import AUDIO_ACTIONS
 
 
 async def handle(request: web.Request) -> web.StreamResponse:
     ex = start_exchange(request)
     ruleset = request.app[RULES].current  # one rule set for the whole exchange, even mid-reload
-    robots = request.app[ROBOTS].canonical(ruleset.robots_disallowed)
+    robots = request.app[ROBOTS].canonical(ruleset.robots_disallowed,
+                                           ruleset.robots_declarations)
     settings = request.app[SETTINGS]
     trap_hit = settings.traps.enabled and ex.path.startswith(settings.traps.path)
     tracker = request.app[TRACKER]
@@ -53,8 +56,12 @@ async def handle(request: web.Request) -> web.StreamResponse:
             time.perf_counter() - started)
         if settings.shadow and ex.verdict.action is not Action.ALLOW:
             ex.verdict = replace(ex.verdict, shadow=True)
-        if ex.path == "/robots.txt" and ex.method in ("GET", "HEAD"):
-            return serve_robots(request, ex, robots.text)
+        if ex.method in ("GET", "HEAD"):
+            if ex.path == "/robots.txt":
+                return serve_robots(request, ex, robots.text)
+            if ruleset.rights is not None and ex.path in _DECLARATIONS:
+                kind, text = _DECLARATIONS[ex.path](ruleset.rights)
+                return serve_declaration(request, ex, kind, text)
         return await respond(request, ex, trap_hit)
     finally:
         if "behaviour" in ruleset.needs:
@@ -90,6 +97,35 @@ def serve_robots(request: web.Request, ex: Exchange, text: str) -> web.Response:
     resp.headers["Cache-Control"] = "public, max-age=300"
     _verdict_header(request, ex, resp)
     return resp
+
+
+_DECLARATIONS: dict[str, Callable[[Rights], tuple[str, str]]] = {
+    "/.well-known/tdmrep.json": lambda r: ("application/json", r.tdmrep()),
+    "/ai.txt": lambda r: ("text/plain", r.ai_txt()),
+}
+
+
+def serve_declaration(request: web.Request, ex: Exchange, kind: str,
+                      text: str) -> web.Response:
+    """tdmrep.json and ai.txt, made from rules/rights.yaml, to every client."""
+    body = text.encode()
+    ex.status, ex.variant = 200, "declaration"
+    ex.bytes_out = 0 if request.method == "HEAD" else len(body)
+    resp = web.Response(body=body, content_type=kind, charset="utf-8")
+    resp.headers["Cache-Control"] = "public, max-age=300"
+    _verdict_header(request, ex, resp)
+    return resp
+
+
+async def declare(request: web.Request, response: web.StreamResponse) -> None:
+    """on_response_prepare: the rights declaration headers on every answer (the store's
+    own values are kept where it sent them)."""
+    rights = request.app[RULES].current.rights
+    if rights is not None:
+        headers = response.headers
+        for name, value in rights.headers(request.path):
+            if name not in headers:
+                headers[name] = value
 
 
 def _verdict_headers(request: web.Request, ex: Exchange) -> dict[str, str]:
@@ -155,7 +191,9 @@ async def _variant(request: web.Request, ex: Exchange) -> web.StreamResponse:
         return local_response(request, ex, 429, "Too Many Requests",
                               "Too many parallel downloads.")
     try:
-        return await app[AUDIO].respond(request, ex, app[UPSTREAM], _verdict_headers(request, ex))
+        rights = app[RULES].current.rights
+        return await app[AUDIO].respond(request, ex, app[UPSTREAM], _verdict_headers(request, ex),
+                                        rights.tags(ex.path) if rights is not None else {})
     except Fallback as exc:
         ex.error = exc.reason
         title = {404: "Not Found", 502: "Bad Gateway"}.get(exc.status, "Forbidden")

@@ -116,15 +116,21 @@ _PRODUCT_TOKEN = re.compile(r"[A-Za-z0-9_.-]+")
 
 
 def build_canonical(
-    upstream_text: str, disallowed: list[str], trap_path: str | None = None
+    upstream_text: str, disallowed: list[str], trap_path: str | None = None,
+    declarations: tuple[str, ...] = (),
 ) -> CanonicalRobots:
+    """declarations: lines for everyone's group (Content-Signal, Content-Usage: rights.py)."""
     disallowed = [name for name in disallowed if _PRODUCT_TOKEN.fullmatch(name)]
     parts = []
     if upstream_text.strip():
         parts.append(upstream_text.rstrip("\n") + "\n")
-    if trap_path:
-        # one path, for everyone (groups for the same agent merge, RFC 9309 2.2.1)
-        parts.append(f"User-agent: *\nDisallow: {trap_path}\n")
+    if trap_path or declarations:
+        # for everyone (groups for the same agent merge, RFC 9309 2.2.1): the trap path, and
+        # the reservation in the vocabularies that live in robots.txt; never a Disallow: /
+        lines = ["User-agent: *", *declarations]
+        if trap_path:
+            lines.append(f"Disallow: {trap_path}")
+        parts.append("\n".join(lines) + "\n")
     if disallowed:
         section = ["# SonicShield: the artist reserves these recordings from AI training and",
                    "# text-and-data mining. The agents below may not fetch anything here."]
@@ -149,14 +155,21 @@ class RobotsSource:
         self.trap_path = trap_path
         self.upstream_text = ""
         self.disallowed: tuple[str, ...] = ()
+        self.declarations: tuple[str, ...] = ()
         self.current = build_canonical("", [], trap_path)
 
-    def canonical(self, disallowed: tuple[str, ...]) -> CanonicalRobots:
+    def canonical(
+        self, disallowed: tuple[str, ...], declarations: tuple[str, ...] = ()
+    ) -> CanonicalRobots:
         """The file for this rule set's policy (rebuilt only when the policy changed)."""
-        if disallowed is not self.disallowed:
-            self.disallowed = disallowed
-            self.current = build_canonical(self.upstream_text, list(disallowed), self.trap_path)
+        if disallowed is not self.disallowed or declarations != self.declarations:
+            self.disallowed, self.declarations = disallowed, declarations
+            self.current = self._build(self.upstream_text)
         return self.current
+
+    def _build(self, upstream_text: str) -> CanonicalRobots:
+        return build_canonical(upstream_text, list(self.disallowed), self.trap_path,
+                               self.declarations)
 
     async def fetch(self, session: aiohttp.ClientSession) -> None:
         try:
@@ -170,7 +183,7 @@ class RobotsSource:
             return
         if text != self.upstream_text:
             self.upstream_text = text
-            self.current = build_canonical(text, list(self.disallowed), self.trap_path)
+            self.current = self._build(text)
 
     async def run(self, session: aiohttp.ClientSession) -> None:
         while True:

@@ -21,6 +21,7 @@ from . import tarpit
 from .agents import PURPOSES, UA_CLASSES, Agent, load_agents
 from .exchange import DEFAULT_ALLOW, Action, ContentKind, Exchange, Verdict
 from .ranges import AddressSet, load_ranges
+from .rights import Rights, load_rights
 from .robots import load_policy
 from .signals.behaviour import BEHAVIOUR_FLAGS
 from .signals.headers import HEADER_PROBLEMS
@@ -327,12 +328,16 @@ class RuleSet:
     robots_disallowed: tuple[str, ...] = ()  # agents the robots.txt AI section names
     needs: frozenset[str] = frozenset()  # the COSTLY_SIGNALS some rule matches on
     datacenter_asns: frozenset[int] = frozenset()  # rules/networks/datacenters.yaml
+    rights: Rights | None = None  # rules/rights.yaml: the declarations (None: none made)
     # content kind -> UA class -> Bucket: what decide walks for such a request, precomputed
     # so neither key is tested per rule, and a request's costly signals are only those its
     # candidate rules read
     buckets: dict[ContentKind, dict[str, Bucket]] = field(init=False)
+    robots_declarations: tuple[str, ...] = field(init=False)  # rights lines for robots.txt
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "robots_declarations",
+                           tuple(self.rights.robots_lines()) if self.rights else ())
         buckets = {content: {ua_class: _bucket(self.rules, content, ua_class)
                              for ua_class in UA_CLASSES} for content in ContentKind}
         object.__setattr__(self, "buckets", buckets)
@@ -488,6 +493,11 @@ def load_rules(directory: Path) -> RuleSet:
     except ConfigError as exc:
         problems.extend(exc.problems)
         agents = {}
+    rights = None
+    try:
+        rights = load_rights(directory / "rights.yaml", f"{directory.name}/rights.yaml")
+    except ConfigError as exc:
+        problems.extend(exc.problems)
     ranges, range_problems = load_ranges(directory, directory.name)
     problems.extend(range_problems)
     keys = match_keys(agents, ranges)
@@ -504,7 +514,8 @@ def load_rules(directory: Path) -> RuleSet:
     except ConfigError as exc:
         problems.extend(exc.problems)
     files = sorted(p for p in directory.iterdir()
-                   if p.suffix in (".yaml", ".yml") and p.is_file() and p.stem != "robots")
+                   if p.suffix in (".yaml", ".yml") and p.is_file()
+                   and p.stem not in ("robots", "rights"))
     for path in files:
         display = f"{directory.name}/{path.name}"
         try:
@@ -541,6 +552,7 @@ def load_rules(directory: Path) -> RuleSet:
         robots_disallowed=robots_disallowed,
         needs=frozenset().union(*(r.uses for r in rules)),
         datacenter_asns=datacenter_asns,
+        rights=rights,
     )
 
 

@@ -200,6 +200,81 @@ def decoy(src: Path, dst: Path, fmt: AudioFormat, seed: int) -> None:
            info.bit_rate if not fmt.lossless else 0, dst)
 
 
+def write_tags(path: Path, fmt: AudioFormat, tags: dict[str, str]) -> None:
+    """Rights metadata into a variant, in each format's own vocabulary (proxy/rights.py names
+    the keys: copyright, rights_url, isrc, title, artist, tdm, contact)."""
+    if not tags:
+        return
+    if fmt in (AudioFormat.MP3, AudioFormat.WAV):
+        _id3_tags(path, fmt, tags)
+    elif fmt is AudioFormat.M4A:
+        from mutagen.mp4 import MP4, MP4FreeForm
+
+        m4a = MP4(str(path))
+        if m4a.tags is None:
+            m4a.add_tags()
+        assert m4a.tags is not None
+        atoms = {"copyright": "cprt", "title": "\xa9nam", "artist": "\xa9ART"}
+        for key, atom in atoms.items():
+            if key in tags:
+                m4a.tags[atom] = [tags[key]]
+        for key in ("isrc", "rights_url", "tdm", "contact"):
+            if key in tags:
+                m4a.tags[f"----:com.apple.iTunes:{key.upper()}"] = [
+                    MP4FreeForm(tags[key].encode())]
+        m4a.save()
+    else:  # Vorbis comments: FLAC, Ogg Vorbis, Ogg Opus
+        import mutagen
+
+        audio = mutagen.File(str(path))
+        if audio is None:
+            raise CodecError(f"cannot tag {fmt}")
+        if audio.tags is None:
+            audio.add_tags()
+        names = {"copyright": "COPYRIGHT", "rights_url": "LICENSE", "isrc": "ISRC",
+                 "title": "TITLE", "artist": "ARTIST", "tdm": "TDM", "contact": "CONTACT"}
+        for key, value in tags.items():
+            audio.tags[names[key]] = [value]
+        audio.save()
+
+
+def _id3_tags(path: Path, fmt: AudioFormat, tags: dict[str, str]) -> None:
+    from mutagen import id3
+
+    frames: list[id3.Frame] = []
+    if "copyright" in tags:
+        frames.append(id3.TCOP(encoding=3, text=tags["copyright"]))
+    if "rights_url" in tags:
+        frames.append(id3.WCOP(url=tags["rights_url"]))
+    if "isrc" in tags:
+        frames.append(id3.TSRC(encoding=3, text=tags["isrc"]))
+    if "title" in tags:
+        frames.append(id3.TIT2(encoding=3, text=tags["title"]))
+    if "artist" in tags:
+        frames.append(id3.TPE1(encoding=3, text=tags["artist"]))
+    for key in ("tdm", "contact"):
+        if key in tags:
+            frames.append(id3.TXXX(encoding=3, desc=key.upper(), text=tags[key]))
+    if fmt is AudioFormat.WAV:
+        from mutagen.wave import WAVE
+
+        wave = WAVE(str(path))
+        if wave.tags is None:
+            wave.add_tags()
+        assert wave.tags is not None
+        for frame in frames:
+            wave.tags.add(frame)
+        wave.save()
+        return
+    try:
+        tag = id3.ID3(str(path))
+    except id3.ID3NoHeaderError:
+        tag = id3.ID3()
+    for frame in frames:
+        tag.add(frame)
+    tag.save(str(path))
+
+
 def duration_of(path: Path, fmt: AudioFormat) -> float:
     d = probe(path, fmt).duration
     return d if math.isfinite(d) else 0.0

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import hashlib
+import json
 import logging
 import multiprocessing
 from collections.abc import Mapping
@@ -61,14 +62,17 @@ class Variant:
     size: int
 
 
-def recipe(action: Action, params: tuple[tuple[str, object], ...]) -> str:
-    """The canonical text of what a variant is: 'truncate seconds=30'."""
-    return " ".join([action.value, *(f"{k}={v}" for k, v in params)])
+def recipe(action: Action, params: tuple[tuple[str, object], ...],
+           tags: dict[str, str]) -> str:
+    """The canonical text of what a variant is: 'truncate seconds=30 {tags...}'."""
+    return " ".join([action.value, *(f"{k}={v}" for k, v in params),
+                     json.dumps(tags, sort_keys=True)])
 
 
 def make_variant(action: str, params: dict[str, Any], src: str, dst: str, fmt: str,
-                 seed: int) -> None:
-    """The pool's entry point (module level, so it pickles)."""
+                 seed: int, tags: dict[str, str]) -> None:
+    """The pool's entry point (module level, so it pickles): the variant, then its rights
+    tags."""
     from . import codec
 
     audio = AudioFormat(fmt)
@@ -78,6 +82,7 @@ def make_variant(action: str, params: dict[str, Any], src: str, dst: str, fmt: s
         codec.decoy(Path(src), Path(dst), audio, seed)
     else:
         raise ValueError(f"not an audio action: {action}")
+    codec.write_tags(Path(dst), audio, tags)
 
 
 class Countermeasures:
@@ -111,17 +116,20 @@ class Countermeasures:
             self._pool.shutdown(wait=True, cancel_futures=True)
 
     async def respond(
-        self, request: web.Request, ex: Exchange, upstream: Upstream, headers: Mapping[str, str]
+        self, request: web.Request, ex: Exchange, upstream: Upstream, headers: Mapping[str, str],
+        tags: dict[str, str],
     ) -> web.StreamResponse:
-        """Serve this exchange's audio variant; Fallback when there is none to serve."""
-        variant = await self.variant(request, ex, upstream)
+        """Serve this exchange's audio variant, carrying `tags` (rights metadata); Fallback
+        when there is none to serve."""
+        variant = await self.variant(request, ex, upstream, tags)
         ex.variant = f"{ex.verdict.action.value}:{variant.key[:12]}"
         etag = f'"ss-{variant.key[:32]}"'
         return await send_variant(request, ex, variant.path, variant.size, etag,
                                   variant.format.content_type, headers)
 
-    async def variant(self, request: web.Request, ex: Exchange, upstream: Upstream) -> Variant:
-        what = recipe(ex.verdict.action, ex.verdict.params)
+    async def variant(self, request: web.Request, ex: Exchange, upstream: Upstream,
+                      tags: dict[str, str]) -> Variant:
+        what = recipe(ex.verdict.action, ex.verdict.params, tags)
         validator = await self._validator(request, ex, upstream)
         key = _key(what, ex.path, validator) if validator else None
         if key is not None:
@@ -138,7 +146,7 @@ class Countermeasures:
         self._flights[flight] = future
         self.jobs += 1
         try:
-            result = await self._make(request, ex, upstream, what, key)
+            result = await self._make(request, ex, upstream, what, key, tags)
             future.set_result(result)
             return result
         except BaseException as exc:
@@ -166,7 +174,7 @@ class Countermeasures:
             raise Fallback(f"upstream-error: {type(exc).__name__}", 502) from None
 
     async def _make(self, request: web.Request, ex: Exchange, upstream: Upstream, what: str,
-                    key: str | None) -> Variant:
+                    key: str | None, tags: dict[str, str]) -> Variant:
         source = self.cache.new_tmp()
         try:
             digest, fmt = await self._fetch(request, ex, upstream, source)
@@ -180,7 +188,7 @@ class Countermeasures:
             try:
                 await loop.run_in_executor(self.pool, make_variant, ex.verdict.action.value,
                                            dict(ex.verdict.params), str(source), str(out),
-                                           fmt.value, seed)
+                                           fmt.value, seed, tags)
             except Exception as exc:
                 out.unlink(missing_ok=True)
                 log_event(log, logging.WARNING, "variant-failed", path=ex.path,
