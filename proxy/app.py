@@ -81,7 +81,7 @@ def build_app(
     app[VERIFIER] = CrawlerVerifier()
     a = settings.audio
     app[AUDIO] = Countermeasures(a.cache_dir, a.cache_max_bytes, a.workers, a.max_jobs,
-                                 a.max_source_bytes)
+                                 a.max_source_bytes, a.key_file)
     app.cleanup_ctx.append(_upstream_ctx)
     app.router.add_route("*", "/{tail:.*}", handle)
     app.on_response_prepare.append(declare)

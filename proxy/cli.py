@@ -123,6 +123,58 @@ def _cmd_rights_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_trace(args: argparse.Namespace) -> int:
+    import hashlib
+    import json
+
+    from .audio.codec import CodecError
+    from .audio.watermark import BITS, detect, load_or_create_key
+    from .settings import AudioSettings, load_settings
+
+    try:
+        key_file = args.key or (load_settings(args.config).audio.key_file if args.config
+                                else AudioSettings().key_file)
+        if not key_file.exists():
+            print(f"sonicshield trace: no watermark key at {key_file} (give --key or --config)",
+                  file=sys.stderr)
+            return 2
+        secret = load_or_create_key(key_file)
+        track = hashlib.sha256(args.original.read_bytes()).hexdigest()
+        found = detect(args.suspect, args.original, secret, track)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    except (OSError, ValueError, CodecError) as exc:
+        print(f"sonicshield trace: {exc}", file=sys.stderr)
+        return 1
+    print(f"suspect   {args.suspect}: {found.segments} segments of the original, from "
+          f"{found.offset:.2f} s")
+    if not found.marked:
+        reason = (f"too short: {found.segments} of the {BITS} segments a payload needs"
+                  if found.segments < BITS else f"no mark (strength {found.z:.1f}, a marked "
+                                                f"copy shows 6 or more)")
+        print(f"result    not traced: {reason}")
+        return 3
+    mark = f"{found.payload:016x}"
+    print(f"payload   {mark} (strength {found.z:.1f})")
+    if args.log is None:
+        return 0
+    matches = 0
+    with args.log.open(encoding="utf-8", errors="replace") as log:
+        for line in log:
+            try:
+                entry = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(entry, dict) and entry.get("variant") == f"watermark:{mark}":
+                matches += 1
+                print(f"served    {entry.get('ts')} to {entry.get('client')} "
+                      f"{entry.get('method')} {entry.get('path')} ua={entry.get('ua', '-')!r} "
+                      f"id={entry.get('id')}")
+    print(f"matches   {matches} in {args.log}")
+    return 0
+
+
 def _cmd_explain(args: argparse.Namespace) -> int:
     from .explain import explain, spec_from_log_line, spec_from_url
     from .rules import load_rules
@@ -249,6 +301,15 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--format", choices=("csv", "json"), default="csv")
     export.add_argument("--rules", metavar="DIR", help="rules directory (default ./rules)")
     export.set_defaults(func=_cmd_rights_export)
+
+    trace = sub.add_parser("trace", help="read the watermark of a suspect copy of a track")
+    trace.add_argument("suspect", type=Path, help="the suspect file (any format ffmpeg reads)")
+    trace.add_argument("--original", type=Path, required=True,
+                       help="the track as the store serves it")
+    trace.add_argument("--config", type=Path, help="config file (for audio.watermark_key)")
+    trace.add_argument("--key", type=Path, help="the watermark key file")
+    trace.add_argument("--log", type=Path, help="a JSON access log to find the encounter in")
+    trace.set_defaults(func=_cmd_trace)
 
     check = sub.add_parser("check", help="validate rule files; every error with file:line:col")
     check.add_argument("dir", nargs="?", help="rules directory (default ./rules)")

@@ -265,6 +265,7 @@ ACTIONS: dict[Action, ParamsValidator] = {
     Action.TARPIT: tarpit.validate_params,
     Action.TRUNCATE: _truncate_params,
     Action.DECOY: _no_params,
+    Action.WATERMARK: _no_params,
 }
 AUDIO_ACTIONS = frozenset({Action.TRUNCATE, Action.DECOY, Action.POISON, Action.WATERMARK})
 RULE_KEYS = ("name", "description", "match", "action", "params", "shadow")

@@ -96,6 +96,11 @@ class AudioSettings:
     workers: int = 2  # codec processes per proxy worker
     max_jobs: int = 8  # fetches and codec jobs at once; beyond, the cheaper countermeasure
     max_source_bytes: int = 2 << 30  # a larger original is not processed (403)
+    watermark_key: Path | None = None  # the watermark secret; default CACHE_DIR/watermark.key
+
+    @property
+    def key_file(self) -> Path:
+        return self.watermark_key or self.cache_dir / "watermark.key"
 
 
 @dataclass(frozen=True, slots=True)
@@ -369,6 +374,8 @@ def settings_from_mapping(raw: LocatedDict, base_dir: Path, source: str) -> Sett
         max_jobs=r.integer(au, "max_jobs", d_au.max_jobs, 1, 10_000),
         max_source_bytes=r.integer(au, "max_source_bytes", d_au.max_source_bytes, 1 << 16,
                                    1 << 40),
+        watermark_key=_relative(base_dir, r.string(au, "watermark_key", ""))
+        if au.get("watermark_key") else None,
     )
 
     rules_dir = Path(r.string(raw, "rules_dir", str(DEFAULTS.rules_dir)))
@@ -410,6 +417,11 @@ def _parse_trap_path(value: Any) -> str:
             or len(value) < 3 or value.startswith("/.well-known/")):
         raise ValueError(f"got {value!r}")
     return value
+
+
+def _relative(base_dir: Path, text: str) -> Path:
+    path = Path(text)
+    return path if path.is_absolute() else base_dir / path
 
 
 def _parse_path(value: Any) -> str:

@@ -188,7 +188,7 @@ rules:
         "rules/10-bad.yaml:4:51: rule 'typo': match key 'content': unknown content kind "
         "'vidoe'",
         "rules/10-bad.yaml:5:13: rule 'typo': action 'poison' is not available in this version "
-        "of SonicShield; available: allow, block, tarpit, truncate, decoy",
+        "of SonicShield; available: allow, block, tarpit, truncate, decoy, watermark",
         "rules/10-bad.yaml:6:11: rule 'typo': duplicate name (first at rules/10-bad.yaml:3)",
         "rules/10-bad.yaml:7:19: rule 'typo': match key 'path': path patterns start with '/', "
         "got 'no-slash'",

@@ -58,6 +58,21 @@ class VariantCache:
         self._entries.move_to_end(key)
         return path, AudioFormat(path.name.partition(".")[2]), size
 
+    def get_layout(self, key: str) -> str | None:
+        """A watermark pair's layout (a small JSON sidecar, `<key>.layout`)."""
+        path = self.root / f"{key}.layout"
+        try:
+            return path.read_text()
+        except FileNotFoundError:
+            return None
+
+    def put_layout(self, key: str, text: str) -> None:
+        if not _KEY.fullmatch(key):
+            raise ValueError(f"not a cache key: {key!r}")
+        tmp = self.new_tmp()
+        tmp.write_text(text)
+        os.replace(tmp, self.root / f"{key}.layout")
+
     def new_tmp(self, suffix: str = "") -> Path:
         return self.tmp / (secrets.token_hex(12) + suffix)
 
@@ -83,4 +98,5 @@ class VariantCache:
                 return  # one file bigger than the cap: keep the one just made
             path, size = self._entries.pop(key)
             path.unlink(missing_ok=True)
+            (self.root / f"{key}.layout").unlink(missing_ok=True)
             self.total -= size

@@ -93,8 +93,10 @@ def decode(path: Path) -> tuple[Samples, int]:
     return np.concatenate(parts).astype(np.float32), rate
 
 
-def encode(samples: Samples, rate: int, fmt: AudioFormat, bit_rate: int, dst: Path) -> None:
-    """Write samples as `fmt` (bit_rate for the lossy encoders; 0 for their default)."""
+def encode(samples: Samples, rate: int, fmt: AudioFormat, bit_rate: int, dst: Path,
+           codec_options: dict[str, str] | None = None) -> None:
+    """Write samples as `fmt` (bit_rate for the lossy encoders; 0 for their default;
+    codec_options: FFmpeg encoder options, e.g. libmp3lame's reservoir)."""
     if fmt in _SNDFILE:
         container, subtype = _SNDFILE[fmt]
         with soundfile.SoundFile(str(dst), "w", rate, samples.shape[1], subtype,
@@ -111,6 +113,8 @@ def encode(samples: Samples, rate: int, fmt: AudioFormat, bit_rate: int, dst: Pa
             stream.bit_rate = _nearest_bit_rate(fmt, bit_rate)
             if fmt is AudioFormat.OPUS:  # the source's average rate, held: Opus VBR wanders
                 stream.codec_context.options = {"vbr": "off"}
+        if codec_options:
+            stream.codec_context.options = {**stream.codec_context.options, **codec_options}
         resampler = av.AudioResampler(format=stream.codec_context.format.name, layout=layout,
                                       rate=out_rate)
         fifo = av.AudioFifo()

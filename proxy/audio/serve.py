@@ -47,10 +47,15 @@ def _etag_listed(header: str, etag: str) -> bool:
     return any(t.strip() in ("*", etag, "W/" + etag) for t in header.split(","))
 
 
+Piece = tuple[Path, int, int]  # bytes [start, end) of a file
+
+
 async def send_variant(
-    request: web.Request, ex: Exchange, path: Path, size: int, etag: str, content_type: str,
+    request: web.Request, ex: Exchange, pieces: list[Piece], etag: str, content_type: str,
     headers: Mapping[str, str],
 ) -> web.StreamResponse:
+    """Send the concatenation of `pieces` (one whole file, or a watermark splice)."""
+    size = sum(end - start for _, start, end in pieces)
     base = {"ETag": etag, "Cache-Control": "private, no-transform", "Accept-Ranges": "bytes",
             **headers}
     inm = request.headers.get("If-None-Match")
@@ -77,9 +82,14 @@ async def send_variant(
     ex.status = resp.status
     await resp.prepare(request)
     if request.method != "HEAD" and count:
-        with path.open("rb") as f:
-            await _sendfile(request, resp, f, first, count)
-        ex.bytes_out += count
+        position = 0  # where the current piece starts in the whole body
+        for path, start, end in pieces:
+            lo, hi = max(first, position), min(last + 1, position + end - start)
+            if lo < hi:
+                with path.open("rb") as f:
+                    await _sendfile(request, resp, f, start + lo - position, hi - lo)
+                ex.bytes_out += hi - lo
+            position += end - start
     await resp.write_eof()
     return resp
 

@@ -23,6 +23,7 @@ import hashlib
 import json
 import logging
 import multiprocessing
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +38,7 @@ from ..logs import log_event
 from .cache import VariantCache
 from .formats import SNIFF_BYTES, AudioFormat, sniff
 from .serve import send_variant
+from .watermark import Layout, bits_of, load_or_create_key, payload
 
 log = logging.getLogger("sonicshield.audio")
 RECIPE = "1"  # bump when a variant's recipe changes: old cache entries are then never hit
@@ -60,6 +62,9 @@ class Variant:
     path: Path
     format: AudioFormat
     size: int
+    # a watermark pair: B beside A (`path`), and where their segments lie
+    b_path: Path | None = None
+    layout: Layout | None = None
 
 
 def recipe(action: Action, params: tuple[tuple[str, object], ...],
@@ -70,12 +75,23 @@ def recipe(action: Action, params: tuple[tuple[str, object], ...],
 
 
 def make_variant(action: str, params: dict[str, Any], src: str, dst: str, fmt: str,
-                 seed: int, tags: dict[str, str]) -> None:
+                 seed: int, tags: dict[str, str], secret: bytes, track: str) -> str:
     """The pool's entry point (module level, so it pickles): the variant, then its rights
-    tags."""
-    from . import codec
+    tags. A watermark makes A at `dst` and B at `dst` + '.b', and returns their layout."""
+    from . import codec, watermark
 
     audio = AudioFormat(fmt)
+    if action == Action.WATERMARK:
+        bit_rate = codec.probe(Path(src), audio).bit_rate
+        a, b = Path(dst), Path(dst + ".b")
+        layout = watermark.make_pair(Path(src), audio, a, b, secret, track, bit_rate)
+        for path in (a, b):  # the tags go before the head, the same size in both
+            codec.write_tags(path, audio, tags)
+        grown = a.stat().st_size - layout.size
+        if b.stat().st_size - layout.size != grown:
+            raise codec.CodecError("the tagged pair differs in size")
+        return watermark.Layout(layout.head + grown, tuple(x + grown for x in layout.bounds),
+                                layout.size + grown, track).to_json()
     if action == Action.TRUNCATE:
         codec.truncate(Path(src), Path(dst), audio, float(params.get("seconds", 30)))
     elif action == Action.DECOY:
@@ -83,11 +99,14 @@ def make_variant(action: str, params: dict[str, Any], src: str, dst: str, fmt: s
     else:
         raise ValueError(f"not an audio action: {action}")
     codec.write_tags(Path(dst), audio, tags)
+    return ""
 
 
 class Countermeasures:
     def __init__(self, cache_dir: Path, cache_max_bytes: int, workers: int, max_jobs: int,
-                 max_source_bytes: int) -> None:
+                 max_source_bytes: int, key_file: Path) -> None:
+        self.key_file = key_file
+        self._secret: bytes | None = None
         self.cache_dir = cache_dir
         self.cache_max_bytes = cache_max_bytes
         self._cache: VariantCache | None = None
@@ -103,6 +122,12 @@ class Countermeasures:
         if self._cache is None:  # the folder is made when the first variant is asked for
             self._cache = VariantCache(self.cache_dir, self.cache_max_bytes)
         return self._cache
+
+    @property
+    def secret(self) -> bytes:
+        if self._secret is None:
+            self._secret = load_or_create_key(self.key_file)
+        return self._secret
 
     @property
     def pool(self) -> concurrent.futures.ProcessPoolExecutor:
@@ -122,10 +147,20 @@ class Countermeasures:
         """Serve this exchange's audio variant, carrying `tags` (rights metadata); Fallback
         when there is none to serve."""
         variant = await self.variant(request, ex, upstream, tags)
-        ex.variant = f"{ex.verdict.action.value}:{variant.key[:12]}"
-        etag = f'"ss-{variant.key[:32]}"'
-        return await send_variant(request, ex, variant.path, variant.size, etag,
-                                  variant.format.content_type, headers)
+        if variant.layout is None or variant.b_path is None:
+            ex.variant = f"{ex.verdict.action.value}:{variant.key[:12]}"
+            etag = f'"ss-{variant.key[:32]}"'
+            pieces = [(variant.path, 0, variant.size)]
+        else:  # this client's copy: A or B segment by segment, by its payload's bits
+            mark = payload(self.secret, variant.layout.track, ex.client.ip,
+                           int(time.time() // WATERMARK_BUCKET))
+            ex.variant = f"watermark:{mark:016x}"
+            etag = f'"ss-{variant.key[:16]}-{mark:016x}"'
+            files = (variant.path, variant.b_path)
+            pieces = [(files[v], start, end) for v, start, end in variant.layout.parts(
+                bits_of(mark))]
+        return await send_variant(request, ex, pieces, etag, variant.format.content_type,
+                                  headers)
 
     async def variant(self, request: web.Request, ex: Exchange, upstream: Upstream,
                       tags: dict[str, str]) -> Variant:
@@ -133,9 +168,9 @@ class Countermeasures:
         validator = await self._validator(request, ex, upstream)
         key = _key(what, ex.path, validator) if validator else None
         if key is not None:
-            hit = self.cache.get(key)
+            hit = self._cached(key, ex.verdict.action)
             if hit is not None:
-                return Variant(key, *hit)
+                return hit
         flight = key or f"{ex.path}\x00{what}"
         waiting = self._flights.get(flight)
         if waiting is not None:
@@ -179,22 +214,31 @@ class Countermeasures:
         try:
             digest, fmt = await self._fetch(request, ex, upstream, source)
             key = key or _key(what, "", "sha256 " + digest)
-            hit = self.cache.get(key)
+            hit = self._cached(key, ex.verdict.action)
             if hit is not None:
-                return Variant(key, *hit)
+                return hit
+            if ex.verdict.action is Action.WATERMARK and fmt is not AudioFormat.MP3:
+                raise Fallback("watermark-needs-mp3")
             out = self.cache.new_tmp("." + fmt.value)
             seed = int(digest[:15], 16)
             loop = asyncio.get_running_loop()
             try:
-                await loop.run_in_executor(self.pool, make_variant, ex.verdict.action.value,
-                                           dict(ex.verdict.params), str(source), str(out),
-                                           fmt.value, seed, tags)
+                layout = await loop.run_in_executor(
+                    self.pool, make_variant, ex.verdict.action.value, dict(ex.verdict.params),
+                    str(source), str(out), fmt.value, seed, tags, self.secret, digest)
             except Exception as exc:
-                out.unlink(missing_ok=True)
+                _discard(out, out.with_name(out.name + ".b"))
                 log_event(log, logging.WARNING, "variant-failed", path=ex.path,
                           action=ex.verdict.action.value, error=f"{type(exc).__name__}: {exc}")
                 raise Fallback("variant-failed") from None
-            return Variant(key, *self.cache.put(key, fmt, out))
+            if layout:  # a watermark pair: B and the layout first, A last (A means "ready")
+                self.cache.put(_b_key(key), fmt, out.with_name(out.name + ".b"))
+                self.cache.put_layout(key, layout)
+            self.cache.put(key, fmt, out)
+            made = self._cached(key, ex.verdict.action)
+            if made is None:  # evicted at once: the cache is smaller than one variant
+                raise Fallback("variant-cache-too-small")
+            return made
         finally:
             source.unlink(missing_ok=True)
 
@@ -225,6 +269,30 @@ class Countermeasures:
         if fmt is None:
             raise Fallback("not-audio-sonicshield-reads")
         return digest.hexdigest(), fmt
+
+
+    def _cached(self, key: str, action: Action) -> Variant | None:
+        hit = self.cache.get(key)
+        if hit is None:
+            return None
+        if action is not Action.WATERMARK:
+            return Variant(key, *hit)
+        b, layout = self.cache.get(_b_key(key)), self.cache.get_layout(key)
+        if b is None or layout is None:
+            return None
+        return Variant(key, *hit, b_path=b[0], layout=Layout.from_json(layout))
+
+
+def _discard(*paths: Path) -> None:
+    for path in paths:
+        path.unlink(missing_ok=True)
+
+
+WATERMARK_BUCKET = 86400  # seconds: a client's payload changes once a day
+
+
+def _b_key(key: str) -> str:
+    return hashlib.sha256(f"{key}\x00B".encode()).hexdigest()
 
 
 def _key(what: str, path: str, validator: str) -> str:

@@ -1,0 +1,231 @@
+"""Per-client forensic watermarks by A/B splicing (DESIGN.md section 4).
+
+Once per track, in the process pool: the original is decoded, a faint noise-like mark w is
+made for it, and two versions are encoded, A = x + w and B = x - w, as MP3 with the same
+constant bitrate and LAME's bit reservoir off. Every frame of such a file stands alone and the
+two files have the same frame layout, byte for byte, so a copy for one client is a splice:
+segment i (16 frames, 0.42 s at 44.1 kHz) comes from A or from B as bit i mod 64 of the
+client's 64-bit payload says. Per request that is a list of byte ranges, the same length for
+every client, stable under Range requests, computed in microseconds.
+
+The mark: for each segment, noise from a generator seeded by HMAC(secret, track, segment),
+band-limited to 300 Hz - 5 kHz (where MP3 and AAC spend their bits), scaled to 32 dB below the
+segment's own level, and faded to silence 2,000 samples from each edge (the encoder delay and
+the splice point never smear one segment's sign into the next).
+
+Tracing is informed: the suspect is decoded, aligned to the original by cross-correlation
+(which also finds where an excerpt starts), its level matched, the original subtracted, and
+each segment's residual correlated with that segment's mark. A bit is the sign of the summed
+correlations of its segments; a copy is called marked only when the correlations are far
+beyond what unmarked audio gives (a z-score).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+
+from .codec import CodecError, Samples, decode, encode
+from .formats import AudioFormat
+
+FRAME = 1152  # samples per MPEG-1 layer III frame
+FRAMES_PER_SEGMENT = 16
+SEGMENT = FRAME * FRAMES_PER_SEGMENT
+GUARD = 2000  # samples faded out at each segment edge
+BITS = 64
+LEVEL_DB = -32.0
+BAND = (300.0, 5000.0)
+MARKED_Z = 6.0  # mean |z| per segment above which a copy is called marked
+Floats = npt.NDArray[np.float64]
+
+
+def payload(secret: bytes, track: str, client: str, bucket: int) -> int:
+    """The 64-bit mark for one client's copy of one track in one time bucket."""
+    mac = hmac.new(secret, f"{track}\x00{client}\x00{bucket}".encode(), hashlib.sha256)
+    return int.from_bytes(mac.digest()[:8], "big")
+
+
+def bits_of(value: int) -> list[int]:
+    return [(value >> (BITS - 1 - k)) & 1 for k in range(BITS)]
+
+
+def _segment_noise(secret: bytes, track: str, index: int, rate: int) -> Floats:
+    seed = hmac.new(secret, f"wm\x00{track}\x00{index}".encode(), hashlib.sha256).digest()
+    rng = np.random.default_rng(int.from_bytes(seed[:8], "big"))
+    noise = rng.standard_normal(SEGMENT)
+    spectrum = np.fft.rfft(noise)
+    freqs = np.fft.rfftfreq(SEGMENT, 1.0 / rate)
+    spectrum[(freqs < BAND[0]) | (freqs > BAND[1])] = 0.0
+    shaped = np.fft.irfft(spectrum, SEGMENT)
+    window = np.ones(SEGMENT)
+    ramp = np.sin(np.linspace(0, np.pi / 2, 600)) ** 2
+    window[:GUARD] = 0.0
+    window[GUARD:GUARD + 600] = ramp
+    window[SEGMENT - GUARD:] = 0.0
+    window[SEGMENT - GUARD - 600:SEGMENT - GUARD] = ramp[::-1]
+    out: Floats = shaped * window
+    return out / (np.sqrt(np.mean(out**2)) or 1.0)
+
+
+def mark(x: Samples, rate: int, secret: bytes, track: str) -> Floats:
+    """w, the mark for the whole of x (same shape), both channels alike."""
+    n = len(x)
+    w = np.zeros(n)
+    mono = x.mean(axis=1)
+    level = 10 ** (LEVEL_DB / 20)
+    for i in range(n // SEGMENT):
+        seg = slice(i * SEGMENT, (i + 1) * SEGMENT)
+        rms = float(np.sqrt(np.mean(mono[seg] ** 2)))
+        w[seg] = _segment_noise(secret, track, i, rate) * rms * level
+    return np.repeat(w[:, None], x.shape[1], axis=1)
+
+
+def load_or_create_key(path: Path) -> bytes:
+    """The watermark secret: 32 random bytes in a file only this user can read, made on
+    first use. Keep it: without it no copy can be traced."""
+    try:
+        key = path.read_bytes()
+    except FileNotFoundError:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(secrets.token_bytes(32))
+        key = path.read_bytes()
+    if len(key) < 16:
+        raise ValueError(f"{path}: a watermark key needs at least 16 bytes, it has {len(key)}")
+    return key
+
+
+@dataclass(frozen=True, slots=True)
+class Layout:
+    """Where the segments of A and B lie: bytes [0, head) are the file's head (tags, the Info
+    frame), then segment i is bytes [bounds[i], bounds[i + 1]), the last running to the end.
+    track: the original's SHA-256, which seeds the marks."""
+
+    head: int
+    bounds: tuple[int, ...]
+    size: int
+    track: str = ""
+
+    def parts(self, bits: list[int]) -> list[tuple[int, int, int]]:
+        """(version 0=A 1=B, start, end) for a copy carrying `bits` (cycled over segments)."""
+        out = [(0, 0, self.head)]
+        edges = (*self.bounds, self.size)
+        for i in range(len(self.bounds)):
+            out.append((bits[i % BITS], edges[i], edges[i + 1]))
+        return out
+
+    def to_json(self) -> str:
+        return json.dumps({"head": self.head, "bounds": self.bounds, "size": self.size,
+                           "track": self.track})
+
+    @classmethod
+    def from_json(cls, text: str) -> Layout:
+        d = json.loads(text)
+        return cls(int(d["head"]), tuple(int(b) for b in d["bounds"]), int(d["size"]),
+                   str(d["track"]))
+
+
+def _mp3_frames(data: bytes) -> list[int]:
+    """Byte offsets of every MPEG audio frame (after an ID3v2 tag)."""
+    bitrates = {3: (0, 32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320),
+                2: (0, 8, 16, 24, 32, 40, 48, 56, 64, 80, 96, 112, 128, 144, 160)}
+    rates = {3: (44100, 48000, 32000), 2: (22050, 24000, 16000), 0: (11025, 12000, 8000)}
+    pos = 0
+    if data[:3] == b"ID3":
+        pos = 10 + ((data[6] << 21) | (data[7] << 14) | (data[8] << 7) | data[9])
+    offsets = []
+    while pos + 4 <= len(data):
+        b1, b2 = data[pos + 1], data[pos + 2]
+        if data[pos] != 0xFF or (b1 & 0xE0) != 0xE0:
+            break
+        version = (b1 >> 3) & 3
+        kbps = bitrates[3 if version == 3 else 2][b2 >> 4]
+        rate = rates[version][(b2 >> 2) & 3]
+        samples = 1152 if version == 3 else 576
+        length = samples // 8 * kbps * 1000 // rate + ((b2 >> 1) & 1)
+        if length <= 0:
+            break
+        offsets.append(pos)
+        pos += length
+    return offsets
+
+
+def make_pair(src: Path, fmt: AudioFormat, a: Path, b: Path, secret: bytes, track: str,
+              bit_rate: int) -> Layout:
+    """Encode A and B of a track (MP3, CBR, no bit reservoir) and return their layout."""
+    x, rate = decode(src)
+    if rate not in (32000, 44100, 48000):
+        raise CodecError(f"watermarking needs MPEG-1 rates (32/44.1/48 kHz), got {rate}")
+    w = mark(x, rate, secret, track).astype(np.float32)
+    options = {"reservoir": "0"}
+    encode(np.clip(x + w, -1, 1).astype(np.float32), rate, AudioFormat.MP3, bit_rate, a, options)
+    encode(np.clip(x - w, -1, 1).astype(np.float32), rate, AudioFormat.MP3, bit_rate, b, options)
+    da, db = a.read_bytes(), b.read_bytes()
+    fa, fb = _mp3_frames(da), _mp3_frames(db)
+    if fa != fb or len(da) != len(db) or len(fa) < 2:
+        raise CodecError("the two marked encodings differ in frame layout")
+    # the first frame is LAME's Info frame (no audio); audio frame k holds samples from k*1152
+    audio = fa[1:]
+    bounds = tuple(audio[i] for i in range(0, len(audio), FRAMES_PER_SEGMENT))
+    return Layout(head=audio[0], bounds=bounds, size=len(da), track=track)
+
+
+@dataclass(frozen=True, slots=True)
+class Trace:
+    bits: list[int]
+    payload: int
+    z: float  # mean |correlation| per segment, in units of its noise
+    segments: int  # whole segments found in the suspect
+    offset: float  # seconds into the original where the suspect starts
+
+    @property
+    def marked(self) -> bool:
+        return self.z >= MARKED_Z and self.segments >= BITS
+
+
+def _align(suspect: Floats, original: Floats, rate: int) -> int:
+    """Where `suspect` starts in `original`, in samples (FFT cross-correlation)."""
+    n = 1 << int(np.ceil(np.log2(len(original) + len(suspect))))
+    corr = np.fft.irfft(np.fft.rfft(original, n) * np.conj(np.fft.rfft(suspect, n)), n)
+    lag = int(np.argmax(corr))
+    return lag if lag < n - len(suspect) else lag - n
+
+
+def detect(suspect_path: Path, original_path: Path, secret: bytes, track: str) -> Trace:
+    x, rate = decode(original_path)
+    y, rate_y = decode(suspect_path)
+    if rate_y != rate:
+        raise CodecError(f"the suspect runs at {rate_y} Hz, the original at {rate} Hz")
+    xm, ym = x.mean(axis=1).astype(np.float64), y.mean(axis=1).astype(np.float64)
+    start = _align(ym, xm, rate)
+    sums = np.zeros(BITS)
+    zs = []
+    segments = 0
+    for i in range(len(xm) // SEGMENT):
+        lo = i * SEGMENT
+        if lo - start < 0 or lo + SEGMENT - start > len(ym):
+            continue
+        ref = xm[lo:lo + SEGMENT]
+        got = ym[lo - start:lo - start + SEGMENT]
+        gain = float(np.dot(got, ref) / (np.dot(ref, ref) or 1.0))
+        residual = got - gain * ref
+        w = _segment_noise(secret, track, i, rate)
+        energy = float(np.dot(w, w)) or 1.0
+        c = float(np.dot(residual, w)) / energy  # the mark's estimated amplitude, signed
+        noise = float(np.sqrt(np.mean(residual**2) / energy)) or 1e-12
+        z = c / noise
+        sums[i % BITS] += z
+        zs.append(abs(z))
+        segments += 1
+    bits = [0 if s >= 0 else 1 for s in sums]
+    value = int("".join(map(str, bits)), 2)
+    return Trace(bits, value, float(np.mean(zs)) if zs else 0.0, segments, start / rate)

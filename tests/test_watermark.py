@@ -1,0 +1,183 @@
+"""Forensic watermarks: A/B splices per client, read back after re-encoding and from an
+excerpt, never found in unmarked audio; served with their own HTTP semantics; traced."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import random
+import subprocess
+from pathlib import Path
+
+import aiohttp
+import numpy as np
+import pytest
+from aiohttp import web
+
+from proxy.audio import codec, watermark
+from proxy.audio.formats import AudioFormat
+from proxy.cli import main
+from proxy.logs import JsonFormatter
+from proxy.rules import LiveRules, load_rules
+from proxy.settings import AudioSettings
+
+from .audio_tools import decode_errors, make_sources
+from .conftest import proxy_settings
+
+RULES = Path(__file__).resolve().parent / "fixtures" / "countermeasures"
+SECRET = b"a test secret of 32 bytes, fixed"
+
+
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory: pytest.TempPathFactory):
+    """A 60 s track (encoded by ffmpeg) and its marked pair."""
+    folder = tmp_path_factory.mktemp("wm")
+    original = make_sources(folder, seconds=60.0, seed=5)["mp3"]
+    track = hashlib.sha256(original.read_bytes()).hexdigest()
+    a, b = folder / "a.mp3", folder / "b.mp3"
+    layout = watermark.make_pair(original, AudioFormat.MP3, a, b, SECRET, track, 192000)
+    return original, track, a.read_bytes(), b.read_bytes(), layout, folder
+
+
+def copy_for(pair, client: str) -> tuple[bytes, int]:
+    _, track, a, b, layout, _ = pair
+    mark = watermark.payload(SECRET, track, client, 1)
+    files = (a, b)
+    return b"".join(files[v][s:e] for v, s, e in layout.parts(watermark.bits_of(mark))), mark
+
+
+def traced(pair, path: Path) -> watermark.Trace:
+    original, track, *_ = pair
+    return watermark.detect(path, original, SECRET, track)
+
+
+def reencode(src: Path, dst: Path, *args: str) -> Path:
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(src), *args, str(dst)], check=True)
+    return dst
+
+
+def test_every_copy_is_a_valid_mp3_of_the_same_length(pair):
+    original = pair[0]
+    one, mark_one = copy_for(pair, "198.51.100.1")
+    two, mark_two = copy_for(pair, "198.51.100.2")
+    assert mark_one != mark_two
+    assert len(one) == len(two) == pair[4].size
+    assert one != two
+    folder = pair[5]
+    (folder / "one.mp3").write_bytes(one)
+    assert decode_errors(folder / "one.mp3") == ""
+    assert codec.probe(folder / "one.mp3", AudioFormat.MP3).duration == pytest.approx(
+        codec.probe(original, AudioFormat.MP3).duration, abs=0.05)
+
+
+def test_the_payload_survives_reencoding_and_excerpts(pair):
+    folder = pair[5]
+    body, mark = copy_for(pair, "203.0.113.77")
+    copy = folder / "copy.mp3"
+    copy.write_bytes(body)
+    lame = folder / "lame128.mp3"
+    subprocess.run(["lame", "--quiet", "--cbr", "-b", "128", str(copy), str(lame)], check=True)
+    aac = reencode(copy, folder / "aac.m4a", "-c:a", "aac", "-b:a", "128k")
+    aac_back = reencode(aac, folder / "aac-back.mp3", "-c:a", "libmp3lame", "-b:a", "128k")
+    excerpt = reencode(lame, folder / "excerpt.mp3", "-ss", "21.7", "-t", "30",
+                       "-c:a", "libmp3lame", "-b:a", "128k")
+    for suspect in (copy, lame, aac, aac_back, excerpt):
+        found = traced(pair, suspect)
+        assert found.marked, suspect.name
+        assert found.payload == mark, (suspect.name, sum(
+            x != y for x, y in zip(found.bits, watermark.bits_of(mark), strict=True)))
+    assert traced(pair, excerpt).offset == pytest.approx(21.7, abs=0.05)
+
+
+def test_unmarked_audio_matches_no_payload(pair):
+    original, *_, folder = pair
+    plain = folder / "plain128.mp3"
+    subprocess.run(["lame", "--quiet", "--cbr", "-b", "128", str(original), str(plain)],
+                   check=True)
+    found = traced(pair, plain)
+    assert not found.marked
+    rng = random.Random(3)
+    for _ in range(1000):
+        candidate = watermark.bits_of(rng.getrandbits(64))
+        assert sum(x != y for x, y in zip(found.bits, candidate, strict=True)) > 8
+
+
+def test_the_mark_is_faint(pair):
+    """Quality: the marked copy against the original, as a signal-to-noise ratio."""
+    original, *_, folder = pair
+    body, _ = copy_for(pair, "198.51.100.5")
+    (folder / "q.mp3").write_bytes(body)
+    x, _ = codec.decode(original)
+    y, _ = codec.decode(folder / "q.mp3")
+    n = min(len(x), len(y))
+    snr = 10 * np.log10(np.sum(x[:n] ** 2) / np.sum((x[:n] - y[:n]) ** 2))
+    assert snr > 20  # both MP3 encodes' own noise counts here too; the mark alone is 32 dB down
+
+
+async def test_marked_copies_through_the_proxy_and_their_trace(
+        aiohttp_server, run_proxy, tmp_path, caplog, capsys):
+    original = make_sources(tmp_path / "src", seconds=40.0, seed=9)["mp3"]
+
+    async def store(request: web.Request) -> web.StreamResponse:
+        return web.FileResponse(original)
+
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", store)
+    upstream = await aiohttp_server(app)
+    key = tmp_path / "watermark.key"
+    settings = proxy_settings(f"http://127.0.0.1:{upstream.port}", rules_dir=RULES,
+                              audio=AudioSettings(cache_dir=tmp_path / "v", workers=1,
+                                                  watermark_key=key))
+    base = await run_proxy(settings, LiveRules(load_rules(RULES)))
+    bodies = {}
+    caplog.set_level(logging.INFO, logger="sonicshield.access")
+    for source in ("127.0.0.2", "127.0.0.3"):
+        connector = aiohttp.TCPConnector(local_addr=(source, 0))
+        async with aiohttp.ClientSession(connector=connector) as s:
+            async with s.get(base + "/mark/track.mp3") as r:
+                assert r.status == 200
+                body = await r.read()
+                etag = r.headers["ETag"]
+            # two ranged reads of one client's copy stitch into that same copy
+            half = len(body) // 2
+            url = base + "/mark/track.mp3"
+            async with s.get(url, headers={"Range": f"bytes=0-{half}"}) as r:
+                first = await r.read()
+            async with s.get(url, headers={"Range": f"bytes={half + 1}-"}) as r:
+                assert r.headers["ETag"] == etag
+                second = await r.read()
+            assert first + second == body
+            bodies[source] = body
+    assert bodies["127.0.0.2"] != bodies["127.0.0.3"]
+    assert len(bodies["127.0.0.2"]) == len(bodies["127.0.0.3"])
+    assert original.read_bytes() not in bodies.values()
+    log = tmp_path / "access.log"
+    formatter = JsonFormatter()
+    log.write_text("".join(formatter.format(r) + "\n" for r in caplog.records
+                           if r.name == "sonicshield.access"))
+    suspect = tmp_path / "leak.mp3"
+    suspect.write_bytes(bodies["127.0.0.3"])
+    leak = reencode(suspect, tmp_path / "leak128.mp3", "-c:a", "libmp3lame", "-b:a", "128k")
+    capsys.readouterr()
+    assert main(["trace", str(leak), "--original", str(original), "--key", str(key),
+                 "--log", str(log)]) == 0
+    out = capsys.readouterr().out
+    # the leak is traced to the one encounter that received it: 127.0.0.3's first, whole GET
+    served = [line for line in out.splitlines() if line.startswith("served")]
+    assert len(served) == 3  # its whole copy and its two ranged reads
+    assert all(" to 127.0.0.3 GET /mark/track.mp3 " in line for line in served)
+    assert "matches   3 in" in out
+
+
+def test_trace_says_when_nothing_is_found(pair, tmp_path, capsys):
+    original, *_ = pair
+    key = tmp_path / "k"
+    key.write_bytes(SECRET)
+    plain = reencode(original, tmp_path / "plain.mp3", "-c:a", "libmp3lame", "-b:a", "128k")
+    assert main(["trace", str(plain), "--original", str(original), "--key", str(key)]) == 3
+    assert "not traced: no mark" in capsys.readouterr().out
+    short = reencode(original, tmp_path / "short.mp3", "-t", "10")
+    assert main(["trace", str(short), "--original", str(original), "--key", str(key)]) == 3
+    assert "too short" in capsys.readouterr().out
+    assert main(["trace", str(plain), "--original", str(original),
+                 "--key", str(tmp_path / "missing")]) == 2
