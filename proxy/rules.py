@@ -240,8 +240,7 @@ COSTLY_SIGNALS = {
 }
 ALL_SIGNALS = frozenset(COSTLY_SIGNALS.values())
 
-# Actions the proxy can carry out today, with their parameter validators. Audio actions are
-# refused at load until they exist: a rule must never silently fall back to serving the file.
+# Every action, with its parameter validator.
 ParamsValidator = Callable[[dict[str, Any]], None]
 
 
@@ -259,6 +258,15 @@ def _truncate_params(params: dict[str, Any]) -> None:
             raise ValueError("'seconds' must be a number from 1 to 600")
 
 
+def _poison_params(params: dict[str, Any]) -> None:
+    for key, value in params.items():
+        if key != "strength":
+            raise ValueError(f"unknown param '{key}'; poison takes strength")
+        if isinstance(value, bool) or not isinstance(value, int | float) or not (
+                0.05 <= value <= 1):
+            raise ValueError("'strength' must be a number from 0.05 to 1")
+
+
 ACTIONS: dict[Action, ParamsValidator] = {
     Action.ALLOW: _no_params,
     Action.BLOCK: _no_params,
@@ -266,6 +274,7 @@ ACTIONS: dict[Action, ParamsValidator] = {
     Action.TRUNCATE: _truncate_params,
     Action.DECOY: _no_params,
     Action.WATERMARK: _no_params,
+    Action.POISON: _poison_params,
 }
 AUDIO_ACTIONS = frozenset({Action.TRUNCATE, Action.DECOY, Action.POISON, Action.WATERMARK})
 RULE_KEYS = ("name", "description", "match", "action", "params", "shadow")
@@ -434,10 +443,6 @@ def _compile_rule(
         names = [a.value for a in Action]
         fail(raw.value_mark("action"),
              f"unknown action {action_text!r}{suggest(str(action_text), names)}")
-    elif Action(action_text) not in ACTIONS:
-        fail(raw.value_mark("action"),
-             f"action '{action_text}' is not available in this version of SonicShield; "
-             f"available: {', '.join(a.value for a in ACTIONS)}")
     else:
         action = Action(action_text)
 

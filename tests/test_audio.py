@@ -215,3 +215,21 @@ def test_audio_actions_need_an_audio_only_match(tmp_path, capsys):
         "from 1 to 600",
         "3 errors",
     ]
+
+
+@pytest.mark.parametrize("ext", ["mp3", "flac"])
+def test_poison_degrades_more_with_strength(sources, tmp_path, ext):
+    fmt = FORMATS[ext]
+    x, _ = codec.decode(sources[ext])
+    snrs = []
+    for strength in (0.2, 0.6, 1.0):
+        out = tmp_path / f"p{strength}.{ext}"
+        codec.poison(sources[ext], out, fmt, strength, seed=1)
+        assert decode_errors(out) == ""
+        assert sniff(out.read_bytes()[:4096]) is fmt
+        assert codec.probe(out, fmt).duration == pytest.approx(
+            codec.probe(sources[ext], fmt).duration, abs=0.1)
+        y, _ = codec.decode(out)
+        n = min(len(x), len(y))
+        snrs.append(10 * np.log10(np.sum(x[:n] ** 2) / np.sum((x[:n] - y[:n]) ** 2)))
+    assert snrs[0] > snrs[1] + 3 > snrs[2] + 6, snrs

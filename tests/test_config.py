@@ -187,8 +187,8 @@ rules:
         "'ua_class'?)",
         "rules/10-bad.yaml:4:51: rule 'typo': match key 'content': unknown content kind "
         "'vidoe'",
-        "rules/10-bad.yaml:5:13: rule 'typo': action 'poison' is not available in this version "
-        "of SonicShield; available: allow, block, tarpit, truncate, decoy, watermark",
+        "rules/10-bad.yaml:5:13: rule 'typo': action 'poison' makes a variant of an audio file: "
+        "the rule's match needs 'content: audio' (and no other kind)",
         "rules/10-bad.yaml:6:11: rule 'typo': duplicate name (first at rules/10-bad.yaml:3)",
         "rules/10-bad.yaml:7:19: rule 'typo': match key 'path': path patterns start with '/', "
         "got 'no-slash'",

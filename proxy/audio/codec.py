@@ -8,6 +8,7 @@ on the event loop: every function takes file paths and returns plain data.
   granule position (Ogg) or moov duration (M4A, with faststart).
 - decoy: music-like audio synthesised from a seed (proxy/audio/synth.py), of the source's
   duration, sample rate, channels, format and bitrate, and nothing else of it.
+- poison: a degraded copy (docs/poison.md has what it does and does not do).
 - encode: samples -> a file of a given format and bitrate (PyAV's libmp3lame, libopus and AAC
   encoders; libsndfile for FLAC, WAV and Ogg Vorbis, written in chunks).
 """
@@ -202,6 +203,46 @@ def decoy(src: Path, dst: Path, fmt: AudioFormat, seed: int) -> None:
     samples = (stereo if info.channels >= 2 else stereo.mean(axis=1, keepdims=True))
     encode(samples.astype(np.float32), info.sample_rate, fmt,
            info.bit_rate if not fmt.lossless else 0, dst)
+
+
+def poison(src: Path, dst: Path, fmt: AudioFormat, strength: float, seed: int) -> None:
+    """A degraded copy, same format, rate and bitrate: noise that follows the music's own
+    spectrum (so much of it hides under the music) at strength/2 of each bin's magnitude, and
+    everything above 16 kHz - 12 kHz x strength removed. It is degradation, not protection a
+    model cannot learn from; docs/poison.md has its measured effect."""
+    info = probe(src, fmt)
+    x, rate = decode(src)
+    rng = np.random.default_rng(seed)
+    out = np.stack([_poison_channel(x[:, c].astype(np.float64), rate, strength, rng)
+                    for c in range(x.shape[1])], axis=1)
+    encode(np.clip(out, -1, 1).astype(np.float32), rate, fmt,
+           info.bit_rate if not fmt.lossless else 0, dst)
+
+
+_STFT = 2048  # samples per frame; hop half of it, sqrt-Hann analysis and synthesis
+
+
+def _poison_channel(x: npt.NDArray[np.float64], rate: int, strength: float,
+                    rng: np.random.Generator) -> npt.NDArray[np.float64]:
+    n, hop = _STFT, _STFT // 2
+    window = np.sqrt(np.hanning(n + 1)[:-1])  # squared, it sums to 1 at 50 % overlap
+    padded = np.concatenate([np.zeros(n), x, np.zeros(n + hop)])
+    out = np.zeros(len(padded))
+    freqs = np.fft.rfftfreq(n, 1.0 / rate)
+    cutoff = 16000.0 - 12000.0 * strength
+    keep = np.clip((cutoff + 500.0 - freqs) / 1000.0, 0.0, 1.0)  # a 1 kHz slope, not a wall
+    frames = np.lib.stride_tricks.sliding_window_view(padded, n)[::hop]
+    for first in range(0, len(frames), 512):
+        block = frames[first:first + 512] * window
+        spectrum = np.fft.rfft(block, axis=1)
+        phase = np.exp(2j * np.pi * rng.random(spectrum.shape))
+        spectrum = (spectrum + 0.5 * strength * np.abs(spectrum) * phase) * keep
+        pieces = np.fft.irfft(spectrum, n, axis=1) * window
+        for k, piece in enumerate(pieces):
+            at = (first + k) * hop
+            out[at:at + n] += piece
+    result: npt.NDArray[np.float64] = out[n:n + len(x)]
+    return result
 
 
 def write_tags(path: Path, fmt: AudioFormat, tags: dict[str, str]) -> None:

@@ -96,6 +96,8 @@ def make_variant(action: str, params: dict[str, Any], src: str, dst: str, fmt: s
         codec.truncate(Path(src), Path(dst), audio, float(params.get("seconds", 30)))
     elif action == Action.DECOY:
         codec.decoy(Path(src), Path(dst), audio, seed)
+    elif action == Action.POISON:
+        codec.poison(Path(src), Path(dst), audio, float(params.get("strength", 0.5)), seed)
     else:
         raise ValueError(f"not an audio action: {action}")
     codec.write_tags(Path(dst), audio, tags)
