@@ -23,6 +23,7 @@ import hashlib
 import json
 import logging
 import multiprocessing
+import os
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -135,7 +136,8 @@ class Countermeasures:
     def pool(self) -> concurrent.futures.ProcessPoolExecutor:
         if self._pool is None:  # workers start on first use; forkserver: no copy of the loop
             self._pool = concurrent.futures.ProcessPoolExecutor(
-                self.workers, mp_context=multiprocessing.get_context("forkserver"))
+                self.workers, mp_context=multiprocessing.get_context("forkserver"),
+                initializer=_background)
         return self._pool
 
     def close(self) -> None:
@@ -283,6 +285,12 @@ class Countermeasures:
         if b is None or layout is None:
             return None
         return Variant(key, *hit, b_path=b[0], layout=Layout.from_json(layout))
+
+
+def _background() -> None:
+    """Codec workers yield the CPU to the proxy: a listener's request never waits behind a
+    crawler's decoy."""
+    os.nice(10)
 
 
 def _discard(*paths: Path) -> None:
