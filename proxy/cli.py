@@ -175,6 +175,28 @@ def _cmd_trace(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_catalog_build(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from .catalog import build, read_url_list
+    from .rules import load_rules
+    from .settings import load_settings
+
+    try:
+        settings = load_settings(args.config)
+        ruleset = load_rules(settings.rules_dir)
+        paths = read_url_list(args.urls, settings.upstream.url) if args.urls else None
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"sonicshield catalog build: {exc}", file=sys.stderr)
+        return 2
+    done, failed = asyncio.run(build(settings, ruleset, paths, args.max_pages))
+    print(f"{done} variants ready in {settings.audio.cache_dir}, {failed} failed")
+    return 1 if failed else 0
+
+
 def _cmd_explain(args: argparse.Namespace) -> int:
     from .explain import explain, spec_from_log_line, spec_from_url
     from .rules import load_rules
@@ -310,6 +332,18 @@ def build_parser() -> argparse.ArgumentParser:
     trace.add_argument("--key", type=Path, help="the watermark key file")
     trace.add_argument("--log", type=Path, help="a JSON access log to find the encounter in")
     trace.set_defaults(func=_cmd_trace)
+
+    catalog = sub.add_parser("catalog", help="the store's audio variants")
+    catalog_sub = catalog.add_subparsers(dest="catalog_command", required=True)
+    cbuild = catalog_sub.add_parser(
+        "build", help="make every audio variant the rules can give, before crawlers ask")
+    cbuild.add_argument("--config", type=Path, required=True, help="the proxy's config file")
+    cbuild.add_argument("--urls", type=Path,
+                        help="a file of audio URLs or paths (default: found through the "
+                             "store's sitemap and feed)")
+    cbuild.add_argument("--max-pages", type=int, default=500,
+                        help="pages of the sitemap/feed fetched to find audio links")
+    cbuild.set_defaults(func=_cmd_catalog_build)
 
     check = sub.add_parser("check", help="validate rule files; every error with file:line:col")
     check.add_argument("dir", nargs="?", help="rules directory (default ./rules)")

@@ -28,10 +28,11 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import aiohttp
 from aiohttp import web
+from yarl import URL
 
 from ..exchange import Action, Exchange
 from ..forward import Upstream, upstream_request_headers
@@ -55,6 +56,15 @@ class Fallback(Exception):
         super().__init__(reason)
         self.reason = reason
         self.status = status
+
+
+class Source(NamedTuple):
+    """Where the original of a track is: the store's URL and the headers to ask with."""
+
+    session: aiohttp.ClientSession
+    url: URL
+    headers: Any
+    path: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,7 +160,9 @@ class Countermeasures:
     ) -> web.StreamResponse:
         """Serve this exchange's audio variant, carrying `tags` (rights metadata); Fallback
         when there is none to serve."""
-        variant = await self.variant(request, ex, upstream, tags)
+        source = Source(upstream.session, upstream.base.join(request.rel_url),
+                        _fetch_headers(request, ex, upstream), ex.path)
+        variant = await self.variant(source, ex.verdict.action, ex.verdict.params, tags)
         if variant.layout is None or variant.b_path is None:
             ex.variant = f"{ex.verdict.action.value}:{variant.key[:12]}"
             etag = f'"ss-{variant.key[:32]}"'
@@ -166,16 +178,18 @@ class Countermeasures:
         return await send_variant(request, ex, pieces, etag, variant.format.content_type,
                                   headers)
 
-    async def variant(self, request: web.Request, ex: Exchange, upstream: Upstream,
-                      tags: dict[str, str]) -> Variant:
-        what = recipe(ex.verdict.action, ex.verdict.params, tags)
-        validator = await self._validator(request, ex, upstream)
-        key = _key(what, ex.path, validator) if validator else None
+    async def variant(self, source: Source, action: Action,
+                      params: tuple[tuple[str, object], ...], tags: dict[str, str]) -> Variant:
+        """The variant of `source` for `action`: from the cache, or made (Fallback when it
+        cannot be)."""
+        what = recipe(action, params, tags)
+        validator = await self._validator(source)
+        key = _key(what, source.path, validator) if validator else None
         if key is not None:
-            hit = self._cached(key, ex.verdict.action)
+            hit = self._cached(key, action)
             if hit is not None:
                 return hit
-        flight = key or f"{ex.path}\x00{what}"
+        flight = key or f"{source.path}\x00{what}"
         waiting = self._flights.get(flight)
         if waiting is not None:
             return await asyncio.shield(waiting)
@@ -185,7 +199,7 @@ class Countermeasures:
         self._flights[flight] = future
         self.jobs += 1
         try:
-            result = await self._make(request, ex, upstream, what, key, tags)
+            result = await self._make(source, action, params, what, key, tags)
             future.set_result(result)
             return result
         except BaseException as exc:
@@ -196,12 +210,11 @@ class Countermeasures:
             self.jobs -= 1
             del self._flights[flight]
 
-    async def _validator(self, request: web.Request, ex: Exchange, upstream: Upstream) -> str:
+    async def _validator(self, source: Source) -> str:
         """What names this version of the track at the store ('' when it says nothing)."""
         try:
-            async with upstream.session.head(upstream.base.join(request.rel_url),
-                                             headers=_fetch_headers(request, ex, upstream),
-                                             allow_redirects=False) as r:
+            async with source.session.head(source.url, headers=source.headers,
+                                           allow_redirects=False) as r:
                 if r.status >= 400:
                     raise Fallback(f"upstream-status-{r.status}", 404 if r.status == 404 else 502)
                 etag = r.headers.get("ETag", "")
@@ -212,50 +225,48 @@ class Countermeasures:
         except aiohttp.ClientError as exc:
             raise Fallback(f"upstream-error: {type(exc).__name__}", 502) from None
 
-    async def _make(self, request: web.Request, ex: Exchange, upstream: Upstream, what: str,
-                    key: str | None, tags: dict[str, str]) -> Variant:
-        source = self.cache.new_tmp()
+    async def _make(self, source: Source, action: Action, params: tuple[tuple[str, object], ...],
+                    what: str, key: str | None, tags: dict[str, str]) -> Variant:
+        original = self.cache.new_tmp()
         try:
-            digest, fmt = await self._fetch(request, ex, upstream, source)
+            digest, fmt = await self._fetch(source, original)
             key = key or _key(what, "", "sha256 " + digest)
-            hit = self._cached(key, ex.verdict.action)
+            hit = self._cached(key, action)
             if hit is not None:
                 return hit
-            if ex.verdict.action is Action.WATERMARK and fmt is not AudioFormat.MP3:
+            if action is Action.WATERMARK and fmt is not AudioFormat.MP3:
                 raise Fallback("watermark-needs-mp3")
             out = self.cache.new_tmp("." + fmt.value)
             seed = int(digest[:15], 16)
             loop = asyncio.get_running_loop()
             try:
                 layout = await loop.run_in_executor(
-                    self.pool, make_variant, ex.verdict.action.value, dict(ex.verdict.params),
-                    str(source), str(out), fmt.value, seed, tags, self.secret, digest)
+                    self.pool, make_variant, action.value, dict(params),
+                    str(original), str(out), fmt.value, seed, tags, self.secret, digest)
             except Exception as exc:
                 _discard(out, out.with_name(out.name + ".b"))
-                log_event(log, logging.WARNING, "variant-failed", path=ex.path,
-                          action=ex.verdict.action.value, error=f"{type(exc).__name__}: {exc}")
+                log_event(log, logging.WARNING, "variant-failed", path=source.path,
+                          action=action.value, error=f"{type(exc).__name__}: {exc}")
                 raise Fallback("variant-failed") from None
             if layout:  # a watermark pair: B and the layout first, A last (A means "ready")
                 self.cache.put(_b_key(key), fmt, out.with_name(out.name + ".b"))
                 self.cache.put_layout(key, layout)
             self.cache.put(key, fmt, out)
-            made = self._cached(key, ex.verdict.action)
+            made = self._cached(key, action)
             if made is None:  # evicted at once: the cache is smaller than one variant
                 raise Fallback("variant-cache-too-small")
             return made
         finally:
-            source.unlink(missing_ok=True)
+            original.unlink(missing_ok=True)
 
-    async def _fetch(self, request: web.Request, ex: Exchange, upstream: Upstream,
-                     dst: Path) -> tuple[str, AudioFormat]:
+    async def _fetch(self, source: Source, dst: Path) -> tuple[str, AudioFormat]:
         """The original, whole, into `dst`: its SHA-256 and format."""
         digest = hashlib.sha256()
         head = b""
         size = 0
         try:
-            async with upstream.session.get(upstream.base.join(request.rel_url),
-                                            headers=_fetch_headers(request, ex, upstream),
-                                            allow_redirects=False) as r:
+            async with source.session.get(source.url, headers=source.headers,
+                                          allow_redirects=False) as r:
                 if r.status != 200:
                     raise Fallback(f"upstream-status-{r.status}", 404 if r.status == 404 else 502)
                 with dst.open("wb") as f:

@@ -29,6 +29,12 @@ _URL = re.compile(
 )
 
 
+def listed_urls(body: bytes) -> list[str]:
+    """The URLs a sitemap or feed lists, in document order."""
+    return [html.unescape(next(g for g in m.groups() if g is not None).decode("utf-8", "replace"))
+            for m in _URL.finditer(body)]
+
+
 class Tap:
     """Collects a body as it streams, up to MAX_BODY (beyond that it gives up)."""
 
@@ -81,9 +87,8 @@ class Listings:
             except zlib.error:
                 return None
         entries: dict[str, int] = {}
-        for match in _URL.finditer(body):
-            raw = next(g for g in match.groups() if g is not None)
-            path = urlsplit(html.unescape(raw.decode("utf-8", "replace"))).path
+        for url in listed_urls(body):
+            path = urlsplit(url).path
             if path and path != tap.path and path not in entries:
                 entries[path] = len(entries)
         if len(entries) < 2:
