@@ -249,32 +249,28 @@ def _no_params(params: dict[str, Any]) -> None:
         raise ValueError(f"takes no params, got {', '.join(sorted(params))}")
 
 
-def _truncate_params(params: dict[str, Any]) -> None:
-    for key, value in params.items():
-        if key != "seconds":
-            raise ValueError(f"unknown param '{key}'; truncate takes seconds")
-        if isinstance(value, bool) or not isinstance(value, int | float) or not (
-                1 <= value <= 600):
-            raise ValueError("'seconds' must be a number from 1 to 600")
+def _one_number(action: str, name: str, lo: float, hi: float) -> ParamsValidator:
+    """Params of an action that takes one optional number, `name`, from lo to hi."""
 
+    def validate(params: dict[str, Any]) -> None:
+        for key, value in params.items():
+            if key != name:
+                raise ValueError(f"unknown param '{key}'; {action} takes {name}")
+            if isinstance(value, bool) or not isinstance(value, int | float) or not (
+                    lo <= value <= hi):
+                raise ValueError(f"'{name}' must be a number from {lo:g} to {hi:g}")
 
-def _poison_params(params: dict[str, Any]) -> None:
-    for key, value in params.items():
-        if key != "strength":
-            raise ValueError(f"unknown param '{key}'; poison takes strength")
-        if isinstance(value, bool) or not isinstance(value, int | float) or not (
-                0.05 <= value <= 1):
-            raise ValueError("'strength' must be a number from 0.05 to 1")
+    return validate
 
 
 ACTIONS: dict[Action, ParamsValidator] = {
     Action.ALLOW: _no_params,
     Action.BLOCK: _no_params,
     Action.TARPIT: tarpit.validate_params,
-    Action.TRUNCATE: _truncate_params,
+    Action.TRUNCATE: _one_number("truncate", "seconds", 1, 600),
     Action.DECOY: _no_params,
     Action.WATERMARK: _no_params,
-    Action.POISON: _poison_params,
+    Action.POISON: _one_number("poison", "strength", 0.05, 1),
 }
 AUDIO_ACTIONS = frozenset({Action.TRUNCATE, Action.DECOY, Action.POISON, Action.WATERMARK})
 RULE_KEYS = ("name", "description", "match", "action", "params", "shadow")
