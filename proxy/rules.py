@@ -250,12 +250,17 @@ def _no_params(params: dict[str, Any]) -> None:
 
 
 def _one_number(action: str, name: str, lo: float, hi: float) -> ParamsValidator:
-    """Params of an action that takes one optional number, `name`, from lo to hi."""
+    """Params of an audio action that takes one optional number, `name`, from lo to hi, and
+    `watermark: true` (per-client marked copies of the variant)."""
 
     def validate(params: dict[str, Any]) -> None:
         for key, value in params.items():
+            if key == "watermark":
+                if not isinstance(value, bool):
+                    raise ValueError("'watermark' must be true or false")
+                continue
             if key != name:
-                raise ValueError(f"unknown param '{key}'; {action} takes {name}")
+                raise ValueError(f"unknown param '{key}'; {action} takes {name}, watermark")
             if isinstance(value, bool) or not isinstance(value, int | float) or not (
                     lo <= value <= hi):
                 raise ValueError(f"'{name}' must be a number from {lo:g} to {hi:g}")

@@ -181,3 +181,23 @@ def test_trace_says_when_nothing_is_found(pair, tmp_path, capsys):
     assert "too short" in capsys.readouterr().out
     assert main(["trace", str(plain), "--original", str(original),
                  "--key", str(tmp_path / "missing")]) == 2
+
+
+def test_a_truncated_preview_can_be_marked_too(pair, tmp_path):
+    from proxy.audio.service import make_variant
+
+    original, track, *_ = pair
+    dst = tmp_path / "preview.mp3"
+    layout = watermark.Layout.from_json(make_variant(
+        "truncate", {"seconds": 40, "watermark": True}, str(original), str(dst), "mp3", 1, {},
+        SECRET, track))
+    a, b = dst.read_bytes(), Path(f"{dst}.b").read_bytes()
+    mark = watermark.payload(SECRET, track, "192.0.2.44", 3)
+    copy = tmp_path / "copy.mp3"
+    copy.write_bytes(b"".join((a, b)[v][s:e] for v, s, e in layout.parts(
+        watermark.bits_of(mark))))
+    assert codec.probe(copy, AudioFormat.MP3).duration == pytest.approx(40.0, abs=0.1)
+    leak = reencode(copy, tmp_path / "leak.mp3", "-c:a", "libmp3lame", "-b:a", "128k")
+    found = traced(pair, leak)  # traced against the store's original, as for any copy
+    assert found.marked
+    assert found.payload == mark

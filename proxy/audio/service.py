@@ -85,13 +85,30 @@ def recipe(action: Action, params: tuple[tuple[str, object], ...],
                      json.dumps(tags, sort_keys=True)])
 
 
+def marked(action: Action, params: tuple[tuple[str, object], ...]) -> bool:
+    """Is this variant served as per-client marked copies (an A/B pair)?"""
+    return action is Action.WATERMARK or ("watermark", True) in params
+
+
 def make_variant(action: str, params: dict[str, Any], src: str, dst: str, fmt: str,
                  seed: int, tags: dict[str, str], secret: bytes, track: str) -> str:
     """The pool's entry point (module level, so it pickles): the variant, then its rights
-    tags. A watermark makes A at `dst` and B at `dst` + '.b', and returns their layout."""
+    tags. A marked variant (watermark, or truncate/poison with watermark: true) is an A/B
+    pair, A at `dst` and B at `dst` + '.b'; its layout is returned."""
     from . import codec, watermark
 
     audio = AudioFormat(fmt)
+    if action != Action.WATERMARK and params.get("watermark"):
+        # the variant first, then the pair made from it (marks seeded by the original's hash,
+        # so `trace --original` with the store's file reads them)
+        plain = dst + ".plain"
+        try:
+            make_variant(action, {k: v for k, v in params.items() if k != "watermark"}, src,
+                         plain, fmt, seed, {}, secret, track)
+            return make_variant(Action.WATERMARK, {}, plain, dst, fmt, seed, tags, secret,
+                                track)
+        finally:
+            Path(plain).unlink(missing_ok=True)
     if action == Action.WATERMARK:
         bit_rate = codec.probe(Path(src), audio).bit_rate
         a, b = Path(dst), Path(dst + ".b")
@@ -186,7 +203,7 @@ class Countermeasures:
         validator = await self._validator(source)
         key = _key(what, source.path, validator) if validator else None
         if key is not None:
-            hit = self._cached(key, action)
+            hit = self._cached(key, action, params)
             if hit is not None:
                 return hit
         flight = key or f"{source.path}\x00{what}"
@@ -231,10 +248,10 @@ class Countermeasures:
         try:
             digest, fmt = await self._fetch(source, original)
             key = key or _key(what, "", "sha256 " + digest)
-            hit = self._cached(key, action)
+            hit = self._cached(key, action, params)
             if hit is not None:
                 return hit
-            if action is Action.WATERMARK and fmt is not AudioFormat.MP3:
+            if marked(action, params) and fmt is not AudioFormat.MP3:
                 raise Fallback("watermark-needs-mp3")
             out = self.cache.new_tmp("." + fmt.value)
             seed = int(digest[:15], 16)
@@ -252,7 +269,7 @@ class Countermeasures:
                 self.cache.put(_b_key(key), fmt, out.with_name(out.name + ".b"))
                 self.cache.put_layout(key, layout)
             self.cache.put(key, fmt, out)
-            made = self._cached(key, action)
+            made = self._cached(key, action, params)
             if made is None:  # evicted at once: the cache is smaller than one variant
                 raise Fallback("variant-cache-too-small")
             return made
@@ -286,11 +303,12 @@ class Countermeasures:
         return digest.hexdigest(), fmt
 
 
-    def _cached(self, key: str, action: Action) -> Variant | None:
+    def _cached(self, key: str, action: Action,
+                params: tuple[tuple[str, object], ...]) -> Variant | None:
         hit = self.cache.get(key)
         if hit is None:
             return None
-        if action is not Action.WATERMARK:
+        if not marked(action, params):
             return Variant(key, *hit)
         b, layout = self.cache.get(_b_key(key)), self.cache.get_layout(key)
         if b is None or layout is None:
