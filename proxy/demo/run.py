@@ -47,8 +47,8 @@ def _banner(proxy: str, admin: str, store: str) -> str:
   Metrics:                     http://{admin}/metrics
   Health / readiness:          http://{admin}/healthz  http://{admin}/readyz
 
-  See it as a crawler does:
-    curl -sI -A 'GPTBot/1.2 (+https://openai.com/gptbot)' http://{proxy}/stream/{track}.mp3
+  See it as a crawler does (GPTBot gets a decoy: the track's length and format, other music):
+    curl -s -A 'GPTBot/1.2 (+https://openai.com/gptbot)' -o decoy.mp3 http://{proxy}/stream/{track}.mp3
 
   Stop with Ctrl-C.
 """
