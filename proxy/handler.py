@@ -32,7 +32,7 @@ from .exchange import Action, ContentKind, Exchange
 from .forward import UpstreamError, open_upstream, proxy_websocket, stream_response
 from .logs import log_access
 from .rights import Rights
-from .rules import AUDIO_ACTIONS
+from .rules import AUDIO_ACTIONS, RuleSet
 
 
 async def handle(request: web.Request) -> web.StreamResponse:
@@ -62,7 +62,7 @@ async def handle(request: web.Request) -> web.StreamResponse:
             if ruleset.rights is not None and ex.path in _DECLARATIONS:
                 kind, text = _DECLARATIONS[ex.path](ruleset.rights)
                 return serve_declaration(request, ex, kind, text)
-        return await respond(request, ex, trap_hit)
+        return await respond(request, ex, ruleset, trap_hit)
     finally:
         if "behaviour" in ruleset.needs:
             audio = ex.signals is not None and ex.signals.content is ContentKind.AUDIO
@@ -138,7 +138,9 @@ def _verdict_header(request: web.Request, ex: Exchange, resp: web.StreamResponse
     resp.headers.update(_verdict_headers(request, ex))
 
 
-async def respond(request: web.Request, ex: Exchange, trap_hit: bool) -> web.StreamResponse:
+async def respond(
+    request: web.Request, ex: Exchange, ruleset: RuleSet, trap_hit: bool
+) -> web.StreamResponse:
     app = request.app
     # Declarations (robots.txt, /.well-known/, ai.txt) are never blocked or tarpitted: they
     # are how the reservation is told.
@@ -152,7 +154,8 @@ async def respond(request: web.Request, ex: Exchange, trap_hit: bool) -> web.Str
             return slow
         action = Action.BLOCK  # every tarpit is busy: the cheaper answer
     if action in AUDIO_ACTIONS and ex.method in ("GET", "HEAD"):
-        return await _variant(request, ex)
+        tags = ruleset.rights.tags(ex.path) if ruleset.rights is not None else {}
+        return await _variant(request, ex, tags)
     if action is not Action.ALLOW:  # block, and an audio action asked to change anything else
         return local_response(request, ex, 403, "Forbidden", "This request was refused.")
     if trap_hit:  # the trap is the proxy's own page; the store never sees it
@@ -165,7 +168,7 @@ async def respond(request: web.Request, ex: Exchange, trap_hit: bool) -> web.Str
         if request.headers.get("Upgrade", "").lower() == "websocket":
             return await proxy_websocket(request, ex, app[UPSTREAM])
         up = await open_upstream(request, ex, app[UPSTREAM])
-        if "behaviour" not in request.app[RULES].current.needs:
+        if "behaviour" not in ruleset.needs:
             return await stream_response(request, ex, up, app[UPSTREAM])
         # a sitemap or feed: its order, to see a client walk it (signals/listings.py)
         tracker = app[TRACKER]
@@ -182,18 +185,19 @@ async def respond(request: web.Request, ex: Exchange, trap_hit: bool) -> web.Str
         streams.release(ex.client.ip)
 
 
-async def _variant(request: web.Request, ex: Exchange) -> web.StreamResponse:
-    """An audio countermeasure (proxy/audio/): a variant, or the cheaper 403 when there is
-    none to give, never the real file."""
+async def _variant(
+    request: web.Request, ex: Exchange, tags: dict[str, str]
+) -> web.StreamResponse:
+    """An audio countermeasure (proxy/audio/): a variant carrying the rights `tags`, or the
+    cheaper 403 when there is none to give, never the real file."""
     app = request.app
     streams = app[STREAMS]
     if not streams.acquire(ex.client.ip):
         return local_response(request, ex, 429, "Too Many Requests",
                               "Too many parallel downloads.")
     try:
-        rights = app[RULES].current.rights
         return await app[AUDIO].respond(request, ex, app[UPSTREAM], _verdict_headers(request, ex),
-                                        rights.tags(ex.path) if rights is not None else {})
+                                        tags)
     except Fallback as exc:
         ex.error = exc.reason
         title = {404: "Not Found", 502: "Bad Gateway"}.get(exc.status, "Forbidden")
