@@ -64,7 +64,7 @@ def main() -> None:
             plan.append(time.perf_counter() - started)
             body = b"".join((a, b)[v][s:e] for v, s, e in parts)
             assemble.append(time.perf_counter() - started)
-        assert len(body) == layout.size
+        assert len(body) == layout.sizes[0]
         print(f"splice, byte ranges of one copy ({len(parts)} pieces): median "
               f"{statistics.median(plan) * 1e3:.3f} ms, max {max(plan) * 1e3:.3f} ms")
         print(f"splice, the copy assembled in memory: median "
@@ -75,7 +75,7 @@ def main() -> None:
         n = min(len(x), len(y))
         snr = 10 * np.log10(np.sum(x[:n] ** 2) / np.sum((x[:n] - y[:n]) ** 2))
         marks = 10 * np.log10(np.sum(x[:n] ** 2) / np.sum(
-            watermark.mark(x[:n], 44100, secret, track) ** 2))
+            watermark.mark(x[:n], 44100, secret, track, watermark.SEGMENTS[AudioFormat.MP3]) ** 2))
         print(f"quality: marked copy vs original decode {snr:.1f} dB SNR (the mark alone "
               f"{marks:.1f} dB below the music; the rest is the second MP3 encode)")
 

@@ -61,7 +61,7 @@ async def _upstream_ctx(app: web.Application) -> AsyncIterator[None]:
     await session.close()
     await app[VERIFIER].close()
     app[ASN].close()
-    await asyncio.to_thread(app[AUDIO].close)
+    await app[AUDIO].aclose()
 
 
 def build_app(

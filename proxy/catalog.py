@@ -116,7 +116,7 @@ async def build(settings: Settings, ruleset: RuleSet, paths: list[str] | None,
         return done, failed
     finally:
         await session.close()
-        await asyncio.to_thread(cm.close)
+        await cm.aclose()
 
 
 def read_url_list(path: Path, base: str) -> list[str]:

@@ -5,6 +5,7 @@ their own."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import subprocess
 from pathlib import Path
 
@@ -233,3 +234,35 @@ def test_poison_degrades_more_with_strength(sources, tmp_path, ext):
         n = min(len(x), len(y))
         snrs.append(10 * np.log10(np.sum(x[:n] ** 2) / np.sum((x[:n] - y[:n]) ** 2)))
     assert snrs[0] > snrs[1] + 3 > snrs[2] + 6, snrs
+
+
+async def test_a_client_that_leaves_does_not_cancel_the_variant(
+        aiohttp_server, run_proxy, tmp_path, sources):
+    fetched: list[str] = []
+
+    async def track(request: web.Request) -> web.StreamResponse:
+        if request.method == "GET":
+            fetched.append(request.path)
+            await asyncio.sleep(0.5)  # slow enough for the first client to give up
+        return web.FileResponse(sources["mp3"])
+
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", track)
+    upstream = await aiohttp_server(app)
+    settings = proxy_settings(f"http://127.0.0.1:{upstream.port}", rules_dir=RULES,
+                              audio=AudioSettings(cache_dir=tmp_path / "v", workers=1))
+    base = await run_proxy(settings, LiveRules(load_rules(RULES)))
+    async with aiohttp.ClientSession() as s:
+        with contextlib.suppress(TimeoutError):
+            async with s.get(base + "/truncate/gone.mp3",
+                             timeout=aiohttp.ClientTimeout(total=0.2)) as r:
+                await r.read()
+        # the job goes on; a later client gets the variant it made (the store asked once)
+        deadline = asyncio.get_running_loop().time() + 30
+        while True:
+            status, _, body = await get(s, base + "/truncate/gone.mp3")
+            if status == 200 or asyncio.get_running_loop().time() > deadline:
+                break
+    assert status == 200
+    assert len(body) < sources["mp3"].stat().st_size / 2  # the 5 s preview
+    assert fetched == ["/truncate/gone.mp3"]

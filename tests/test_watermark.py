@@ -61,7 +61,7 @@ def test_every_copy_is_a_valid_mp3_of_the_same_length(pair):
     one, mark_one = copy_for(pair, "198.51.100.1")
     two, mark_two = copy_for(pair, "198.51.100.2")
     assert mark_one != mark_two
-    assert len(one) == len(two) == pair[4].size
+    assert len(one) == len(two) == pair[4].sizes[0]  # MP3: every copy the same length
     assert one != two
     folder = pair[5]
     (folder / "one.mp3").write_bytes(one)
@@ -201,3 +201,25 @@ def test_a_truncated_preview_can_be_marked_too(pair, tmp_path):
     found = traced(pair, leak)  # traced against the store's original, as for any copy
     assert found.marked
     assert found.payload == mark
+
+
+def test_a_flac_master_is_marked_losslessly_and_traced(tmp_path):
+    folder = tmp_path / "flac"
+    original = make_sources(folder, seconds=40.0, seed=6)["flac"]
+    track = hashlib.sha256(original.read_bytes()).hexdigest()
+    a, b = folder / "a.flac", folder / "b.flac"
+    layout = watermark.make_pair(original, AudioFormat.FLAC, a, b, SECRET, track, 0)
+    data = (a.read_bytes(), b.read_bytes())
+    mark = watermark.payload(SECRET, track, "198.51.100.23", 9)
+    copy = folder / "copy.flac"
+    copy.write_bytes(b"".join(data[v][s:e] for v, s, e in layout.parts(
+        watermark.bits_of(mark))))
+    subprocess.run(["flac", "-t", "-s", str(copy)], check=True)  # every frame's CRC holds
+    assert decode_errors(copy) == ""
+    assert codec.probe(copy, AudioFormat.FLAC).duration == pytest.approx(40.0, abs=0.01)
+    leak = folder / "leak.mp3"
+    subprocess.run(["lame", "--quiet", "--cbr", "-b", "128", str(copy), str(leak)], check=True)
+    for suspect in (copy, leak):
+        found = watermark.detect(suspect, original, SECRET, track)
+        assert found.marked, suspect.name
+        assert found.payload == mark, suspect.name

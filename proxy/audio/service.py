@@ -40,7 +40,7 @@ from ..logs import log_event
 from .cache import VariantCache
 from .formats import SNIFF_BYTES, AudioFormat, sniff
 from .serve import send_variant
-from .watermark import Layout, bits_of, load_or_create_key, payload
+from .watermark import SEGMENTS, Layout, bits_of, load_or_create_key, payload
 
 log = logging.getLogger("sonicshield.audio")
 RECIPE = "1"  # bump when a variant's recipe changes: old cache entries are then never hit
@@ -115,11 +115,10 @@ def make_variant(action: str, params: dict[str, Any], src: str, dst: str, fmt: s
         layout = watermark.make_pair(Path(src), audio, a, b, secret, track, bit_rate)
         for path in (a, b):  # the tags go before the head, the same size in both
             codec.write_tags(path, audio, tags)
-        grown = a.stat().st_size - layout.size
-        if b.stat().st_size - layout.size != grown:
-            raise codec.CodecError("the tagged pair differs in size")
-        return watermark.Layout(layout.head + grown, tuple(x + grown for x in layout.bounds),
-                                layout.size + grown, track).to_json()
+        grown = a.stat().st_size - layout.sizes[0]
+        if b.stat().st_size - layout.sizes[1] != grown:
+            raise codec.CodecError("the tags grew the two versions differently")
+        return layout.shifted(grown).to_json()
     if action == Action.TRUNCATE:
         codec.truncate(Path(src), Path(dst), audio, float(params.get("seconds", 30)))
     elif action == Action.DECOY:
@@ -144,7 +143,7 @@ class Countermeasures:
         self.max_jobs = max_jobs
         self.max_source_bytes = max_source_bytes
         self.jobs = 0
-        self._flights: dict[str, asyncio.Future[Variant]] = {}
+        self._flights: dict[str, asyncio.Task[Variant]] = {}
         self._pool: concurrent.futures.ProcessPoolExecutor | None = None
 
     @property
@@ -167,9 +166,14 @@ class Countermeasures:
                 initializer=_background)
         return self._pool
 
-    def close(self) -> None:
+    async def aclose(self) -> None:
+        """Cancel the jobs in flight and stop the pool."""
+        jobs = list(self._flights.values())
+        for job in jobs:
+            job.cancel()
+        await asyncio.gather(*jobs, return_exceptions=True)
         if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
+            await asyncio.to_thread(self._pool.shutdown, wait=True, cancel_futures=True)
 
     async def respond(
         self, request: web.Request, ex: Exchange, upstream: Upstream, headers: Mapping[str, str],
@@ -207,25 +211,23 @@ class Countermeasures:
             if hit is not None:
                 return hit
         flight = key or f"{source.path}\x00{what}"
-        waiting = self._flights.get(flight)
-        if waiting is not None:
-            return await asyncio.shield(waiting)
-        if self.jobs >= self.max_jobs:
-            raise Fallback("variant-jobs-busy")
-        future: asyncio.Future[Variant] = asyncio.get_running_loop().create_future()
-        self._flights[flight] = future
-        self.jobs += 1
-        try:
-            result = await self._make(source, action, params, what, key, tags)
-            future.set_result(result)
-            return result
-        except BaseException as exc:
-            future.set_exception(exc)
-            future.exception()  # retrieved: a flight nobody else joined must not warn
-            raise
-        finally:
-            self.jobs -= 1
-            del self._flights[flight]
+        job = self._flights.get(flight)
+        if job is None:
+            if self.jobs >= self.max_jobs:
+                raise Fallback("variant-jobs-busy")
+            # a task of its own: a client that goes away does not cancel the job the others
+            # wait for (and the next request finds the variant made)
+            job = asyncio.create_task(self._make(source, action, params, what, key, tags))
+            self._flights[flight] = job
+            self.jobs += 1
+            job.add_done_callback(lambda done: self._landed(flight, done))
+        return await asyncio.shield(job)
+
+    def _landed(self, flight: str, job: asyncio.Task[Variant]) -> None:
+        self.jobs -= 1
+        del self._flights[flight]
+        if not job.cancelled():
+            job.exception()  # retrieved: a failure every waiter already saw is not "unhandled"
 
     async def _validator(self, source: Source) -> str:
         """What names this version of the track at the store ('' when it says nothing)."""
@@ -251,8 +253,8 @@ class Countermeasures:
             hit = self._cached(key, action, params)
             if hit is not None:
                 return hit
-            if marked(action, params) and fmt is not AudioFormat.MP3:
-                raise Fallback("watermark-needs-mp3")
+            if marked(action, params) and fmt not in SEGMENTS:
+                raise Fallback("watermark-needs-mp3-or-flac")
             out = self.cache.new_tmp("." + fmt.value)
             seed = int(digest[:15], 16)
             loop = asyncio.get_running_loop()

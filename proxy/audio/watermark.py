@@ -1,12 +1,14 @@
 """Per-client forensic watermarks by A/B splicing (DESIGN.md section 4).
 
 Once per track, in the process pool: the original is decoded, a faint noise-like mark w is
-made for it, and two versions are encoded, A = x + w and B = x - w, as MP3 with the same
-constant bitrate and LAME's bit reservoir off. Every frame of such a file stands alone and the
-two files have the same frame layout, byte for byte, so a copy for one client is a splice:
-segment i (16 frames, 0.42 s at 44.1 kHz) comes from A or from B as bit i mod 64 of the
-client's 64-bit payload says. Per request that is a list of byte ranges, the same length for
-every client, stable under Range requests, computed in microseconds.
+made for it, and two versions are encoded, A = x + w and B = x - w: MP3 with the same constant
+bitrate and LAME's bit reservoir off (the two files then share one frame layout, byte for
+byte), or FLAC with libFLAC's fixed 4096-sample blocks (frames of different sizes, the same
+count). Every frame of such a file stands alone, so a copy for one client is a splice:
+segment i (16 MP3 frames, 0.42 s at 44.1 kHz; 4 FLAC frames, 0.37 s) comes from A or from B
+as bit i mod 64 of the client's 64-bit payload says. Per request that is a list of byte
+ranges, stable under Range requests, computed in microseconds. A FLAC splice says "MD5
+unknown" in its STREAMINFO (it is neither A nor B); every frame keeps its own CRC.
 
 The mark: for each segment, noise from a generator seeded by HMAC(secret, track, segment),
 band-limited to 300 Hz - 5 kHz (where MP3 and AAC spend their bits), scaled to 32 dB below the
@@ -30,15 +32,17 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
+import av
 import numpy as np
 import numpy.typing as npt
 
 from .codec import CodecError, Samples, decode, encode
 from .formats import AudioFormat
 
-FRAME = 1152  # samples per MPEG-1 layer III frame
-FRAMES_PER_SEGMENT = 16
-SEGMENT = FRAME * FRAMES_PER_SEGMENT
+# samples per segment: 16 MPEG-1 layer III frames of 1152; 4 FLAC frames of 4096 (libFLAC's
+# block size as libsndfile writes it). A copy's frames never straddle two segments.
+SEGMENTS = {AudioFormat.MP3: 16 * 1152, AudioFormat.FLAC: 4 * 4096}
+FRAMES_PER_SEGMENT = {AudioFormat.MP3: 16, AudioFormat.FLAC: 4}
 GUARD = 2000  # samples faded out at each segment edge
 BITS = 64
 LEVEL_DB = -32.0
@@ -57,34 +61,36 @@ def bits_of(value: int) -> list[int]:
     return [(value >> (BITS - 1 - k)) & 1 for k in range(BITS)]
 
 
-def _segment_noise(secret: bytes, track: str, index: int, rate: int) -> Floats:
-    seed = hmac.new(secret, f"wm\x00{track}\x00{index}".encode(), hashlib.sha256).digest()
+def _segment_noise(secret: bytes, track: str, index: int, rate: int, size: int) -> Floats:
+    seed = hmac.new(secret, f"wm\x00{track}\x00{size}\x00{index}".encode(),
+                    hashlib.sha256).digest()
     rng = np.random.default_rng(int.from_bytes(seed[:8], "big"))
-    noise = rng.standard_normal(SEGMENT)
+    noise = rng.standard_normal(size)
     spectrum = np.fft.rfft(noise)
-    freqs = np.fft.rfftfreq(SEGMENT, 1.0 / rate)
+    freqs = np.fft.rfftfreq(size, 1.0 / rate)
     spectrum[(freqs < BAND[0]) | (freqs > BAND[1])] = 0.0
-    shaped = np.fft.irfft(spectrum, SEGMENT)
-    window = np.ones(SEGMENT)
+    shaped = np.fft.irfft(spectrum, size)
+    window = np.ones(size)
     ramp = np.sin(np.linspace(0, np.pi / 2, 600)) ** 2
     window[:GUARD] = 0.0
     window[GUARD:GUARD + 600] = ramp
-    window[SEGMENT - GUARD:] = 0.0
-    window[SEGMENT - GUARD - 600:SEGMENT - GUARD] = ramp[::-1]
+    window[size - GUARD:] = 0.0
+    window[size - GUARD - 600:size - GUARD] = ramp[::-1]
     out: Floats = shaped * window
     return out / (np.sqrt(np.mean(out**2)) or 1.0)
 
 
-def mark(x: Samples, rate: int, secret: bytes, track: str) -> Floats:
-    """w, the mark for the whole of x (same shape), both channels alike."""
+def mark(x: Samples, rate: int, secret: bytes, track: str, size: int) -> Floats:
+    """w, the mark for the whole of x (same shape), both channels alike, in segments of
+    `size` samples."""
     n = len(x)
     w = np.zeros(n)
     mono = x.mean(axis=1)
     level = 10 ** (LEVEL_DB / 20)
-    for i in range(n // SEGMENT):
-        seg = slice(i * SEGMENT, (i + 1) * SEGMENT)
+    for i in range(n // size):
+        seg = slice(i * size, (i + 1) * size)
         rms = float(np.sqrt(np.mean(mono[seg] ** 2)))
-        w[seg] = _segment_noise(secret, track, i, rate) * rms * level
+        w[seg] = _segment_noise(secret, track, i, rate, size) * rms * level
     return np.repeat(w[:, None], x.shape[1], axis=1)
 
 
@@ -106,32 +112,43 @@ def load_or_create_key(path: Path) -> bytes:
 
 @dataclass(frozen=True, slots=True)
 class Layout:
-    """Where the segments of A and B lie: bytes [0, head) are the file's head (tags, the Info
-    frame), then segment i is bytes [bounds[i], bounds[i + 1]), the last running to the end.
+    """Where the segments of A and B lie: bytes [0, head) are the file's head (tags and, from
+    A, the Info frame or FLAC metadata), then segment i of version v is bytes
+    [bounds[v][i], bounds[v][i + 1]), the last running to sizes[v]. MP3 versions have one
+    layout; FLAC frames differ in size, so a FLAC copy's length depends on its bits.
     track: the original's SHA-256, which seeds the marks."""
 
     head: int
-    bounds: tuple[int, ...]
-    size: int
+    bounds: tuple[tuple[int, ...], tuple[int, ...]]
+    sizes: tuple[int, int]
     track: str = ""
 
     def parts(self, bits: list[int]) -> list[tuple[int, int, int]]:
         """(version 0=A 1=B, start, end) for a copy carrying `bits` (cycled over segments)."""
         out = [(0, 0, self.head)]
-        edges = (*self.bounds, self.size)
-        for i in range(len(self.bounds)):
-            out.append((bits[i % BITS], edges[i], edges[i + 1]))
+        count = len(self.bounds[0])
+        for i in range(count):
+            v = bits[i % BITS]
+            end = self.bounds[v][i + 1] if i + 1 < count else self.sizes[v]
+            out.append((v, self.bounds[v][i], end))
         return out
 
+    def shifted(self, by: int) -> Layout:
+        """The layout after `by` bytes were inserted into both heads (tags)."""
+        return Layout(self.head + by, (tuple(x + by for x in self.bounds[0]),
+                                       tuple(x + by for x in self.bounds[1])),
+                      (self.sizes[0] + by, self.sizes[1] + by), self.track)
+
     def to_json(self) -> str:
-        return json.dumps({"head": self.head, "bounds": self.bounds, "size": self.size,
+        return json.dumps({"head": self.head, "bounds": self.bounds, "sizes": self.sizes,
                            "track": self.track})
 
     @classmethod
     def from_json(cls, text: str) -> Layout:
         d = json.loads(text)
-        return cls(int(d["head"]), tuple(int(b) for b in d["bounds"]), int(d["size"]),
-                   str(d["track"]))
+        a, b = d["bounds"]
+        return cls(int(d["head"]), (tuple(a), tuple(b)), (int(d["sizes"][0]),
+                   int(d["sizes"][1])), str(d["track"]))
 
 
 def _mp3_frames(data: bytes) -> list[int]:
@@ -159,24 +176,57 @@ def _mp3_frames(data: bytes) -> list[int]:
     return offsets
 
 
+def _flac_frames(path: Path) -> list[int]:
+    """Byte offsets of every FLAC frame (the demuxer's packet positions)."""
+    with av.open(str(path)) as c:
+        return [int(p.pos) for p in c.demux(c.streams.audio[0]) if p.size and p.pos is not None]
+
+
+def _flac_unknown_md5(path: Path) -> None:
+    """A splice of A and B is neither file: its STREAMINFO says 'MD5 unknown' (zeros, which
+    FLAC allows) and 'frame sizes unknown', so `flac -t` checks each frame's own CRC."""
+    with path.open("r+b") as f:
+        head = bytearray(f.read(42))
+        if head[:4] != b"fLaC" or head[4] & 0x7F != 0:
+            raise CodecError("no STREAMINFO where FLAC puts it")
+        head[12:18] = bytes(6)  # min and max frame size, 24 bits each
+        head[26:42] = bytes(16)  # the MD5 of the audio
+        f.seek(0)
+        f.write(head)
+
+
 def make_pair(src: Path, fmt: AudioFormat, a: Path, b: Path, secret: bytes, track: str,
               bit_rate: int) -> Layout:
-    """Encode A and B of a track (MP3, CBR, no bit reservoir) and return their layout."""
+    """Encode A and B of a track (MP3: CBR, no bit reservoir; FLAC: libFLAC's fixed 4096
+    blocks) and return their layout."""
+    if fmt not in SEGMENTS:
+        raise CodecError(f"watermarks are made for MP3 and FLAC, not {fmt}")
     x, rate = decode(src)
-    if rate not in (32000, 44100, 48000):
+    if fmt is AudioFormat.MP3 and rate not in (32000, 44100, 48000):
         raise CodecError(f"watermarking needs MPEG-1 rates (32/44.1/48 kHz), got {rate}")
-    w = mark(x, rate, secret, track).astype(np.float32)
-    options = {"reservoir": "0"}
-    encode(np.clip(x + w, -1, 1).astype(np.float32), rate, AudioFormat.MP3, bit_rate, a, options)
-    encode(np.clip(x - w, -1, 1).astype(np.float32), rate, AudioFormat.MP3, bit_rate, b, options)
-    da, db = a.read_bytes(), b.read_bytes()
-    fa, fb = _mp3_frames(da), _mp3_frames(db)
-    if fa != fb or len(da) != len(db) or len(fa) < 2:
-        raise CodecError("the two marked encodings differ in frame layout")
-    # the first frame is LAME's Info frame (no audio); audio frame k holds samples from k*1152
-    audio = fa[1:]
-    bounds = tuple(audio[i] for i in range(0, len(audio), FRAMES_PER_SEGMENT))
-    return Layout(head=audio[0], bounds=bounds, size=len(da), track=track)
+    w = mark(x, rate, secret, track, SEGMENTS[fmt]).astype(np.float32)
+    for path, sign in ((a, 1.0), (b, -1.0)):
+        samples = np.clip(x + sign * w, -1, 1).astype(np.float32)
+        if fmt is AudioFormat.MP3:
+            encode(samples, rate, fmt, bit_rate, path, {"reservoir": "0"})
+        else:
+            encode(samples, rate, fmt, 0, path)
+            _flac_unknown_md5(path)
+    if fmt is AudioFormat.MP3:
+        da, db = a.read_bytes(), b.read_bytes()
+        fa, fb = _mp3_frames(da), _mp3_frames(db)
+        if fa != fb or len(da) != len(db) or len(fa) < 2:
+            raise CodecError("the two marked encodings differ in frame layout")
+        # the first frame is LAME's Info frame (no audio); audio frame k holds samples from
+        # k*1152
+        fa = fb = fa[1:]
+    else:
+        fa, fb = _flac_frames(a), _flac_frames(b)
+        if len(fa) != len(fb) or not fa or fa[0] != fb[0]:
+            raise CodecError("the two marked encodings differ in frame count or head")
+    step = FRAMES_PER_SEGMENT[fmt]
+    return Layout(head=fa[0], bounds=(tuple(fa[::step]), tuple(fb[::step])),
+                  sizes=(a.stat().st_size, b.stat().st_size), track=track)
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,18 +257,25 @@ def detect(suspect_path: Path, original_path: Path, secret: bytes, track: str) -
         raise CodecError(f"the suspect runs at {rate_y} Hz, the original at {rate} Hz")
     xm, ym = x.mean(axis=1).astype(np.float64), y.mean(axis=1).astype(np.float64)
     start = _align(ym, xm, rate)
+    # the copy may have been served as MP3 or FLAC: read both grids, keep the clearer
+    return max((_read(xm, ym, start, rate, secret, track, size) for size in
+                sorted(set(SEGMENTS.values()))), key=lambda t: t.z)
+
+
+def _read(xm: Floats, ym: Floats, start: int, rate: int, secret: bytes, track: str,
+          size: int) -> Trace:
     sums = np.zeros(BITS)
     zs = []
     segments = 0
-    for i in range(len(xm) // SEGMENT):
-        lo = i * SEGMENT
-        if lo - start < 0 or lo + SEGMENT - start > len(ym):
+    for i in range(len(xm) // size):
+        lo = i * size
+        if lo - start < 0 or lo + size - start > len(ym):
             continue
-        ref = xm[lo:lo + SEGMENT]
-        got = ym[lo - start:lo - start + SEGMENT]
+        ref = xm[lo:lo + size]
+        got = ym[lo - start:lo - start + size]
         gain = float(np.dot(got, ref) / (np.dot(ref, ref) or 1.0))
         residual = got - gain * ref
-        w = _segment_noise(secret, track, i, rate)
+        w = _segment_noise(secret, track, i, rate, size)
         energy = float(np.dot(w, w)) or 1.0
         c = float(np.dot(residual, w)) / energy  # the mark's estimated amplitude, signed
         noise = float(np.sqrt(np.mean(residual**2) / energy)) or 1e-12
