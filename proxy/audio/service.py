@@ -112,13 +112,10 @@ def make_variant(action: str, params: dict[str, Any], src: str, dst: str, fmt: s
     if action == Action.WATERMARK:
         bit_rate = codec.probe(Path(src), audio).bit_rate
         a, b = Path(dst), Path(dst + ".b")
-        layout = watermark.make_pair(Path(src), audio, a, b, secret, track, bit_rate)
-        for path in (a, b):  # the tags go before the head, the same size in both
+        watermark.encode_pair(Path(src), audio, a, b, secret, track, bit_rate)
+        for path in (a, b):
             codec.write_tags(path, audio, tags)
-        grown = a.stat().st_size - layout.sizes[0]
-        if b.stat().st_size - layout.sizes[1] != grown:
-            raise codec.CodecError("the tags grew the two versions differently")
-        return layout.shifted(grown).to_json()
+        return watermark.layout_of(a, b, audio, track).to_json()
     if action == Action.TRUNCATE:
         codec.truncate(Path(src), Path(dst), audio, float(params.get("seconds", 30)))
     elif action == Action.DECOY:
@@ -254,7 +251,7 @@ class Countermeasures:
             if hit is not None:
                 return hit
             if marked(action, params) and fmt not in SEGMENTS:
-                raise Fallback("watermark-needs-mp3-or-flac")
+                raise Fallback("watermark-format-unsupported")
             out = self.cache.new_tmp("." + fmt.value)
             seed = int(digest[:15], 16)
             loop = asyncio.get_running_loop()

@@ -41,7 +41,7 @@ from .formats import AudioFormat
 
 # samples per segment: 16 MPEG-1 layer III frames of 1152; 4 FLAC frames of 4096 (libFLAC's
 # block size as libsndfile writes it). A copy's frames never straddle two segments.
-SEGMENTS = {AudioFormat.MP3: 16 * 1152, AudioFormat.FLAC: 4 * 4096}
+SEGMENTS = {AudioFormat.MP3: 16 * 1152, AudioFormat.FLAC: 4 * 4096, AudioFormat.WAV: 16 * 1152}
 FRAMES_PER_SEGMENT = {AudioFormat.MP3: 16, AudioFormat.FLAC: 4}
 GUARD = 2000  # samples faded out at each segment edge
 BITS = 64
@@ -133,12 +133,6 @@ class Layout:
             out.append((v, self.bounds[v][i], end))
         return out
 
-    def shifted(self, by: int) -> Layout:
-        """The layout after `by` bytes were inserted into both heads (tags)."""
-        return Layout(self.head + by, (tuple(x + by for x in self.bounds[0]),
-                                       tuple(x + by for x in self.bounds[1])),
-                      (self.sizes[0] + by, self.sizes[1] + by), self.track)
-
     def to_json(self) -> str:
         return json.dumps({"head": self.head, "bounds": self.bounds, "sizes": self.sizes,
                            "track": self.track})
@@ -182,6 +176,19 @@ def _flac_frames(path: Path) -> list[int]:
         return [int(p.pos) for p in c.demux(c.streams.audio[0]) if p.size and p.pos is not None]
 
 
+def _wav_data(data: bytes) -> tuple[int, int]:
+    """(offset of the PCM data, bytes per sample frame) of a RIFF/WAVE file."""
+    pos, align = 12, 0
+    while pos + 8 <= len(data):
+        chunk, size = data[pos:pos + 4], int.from_bytes(data[pos + 4:pos + 8], "little")
+        if chunk == b"fmt ":
+            align = int.from_bytes(data[pos + 20:pos + 22], "little")
+        if chunk == b"data" and align:
+            return pos + 8, align
+        pos += 8 + size + (size & 1)
+    raise CodecError("no fmt and data chunks in the WAV file")
+
+
 def _flac_unknown_md5(path: Path) -> None:
     """A splice of A and B is neither file: its STREAMINFO says 'MD5 unknown' (zeros, which
     FLAC allows) and 'frame sizes unknown', so `flac -t` checks each frame's own CRC."""
@@ -197,10 +204,17 @@ def _flac_unknown_md5(path: Path) -> None:
 
 def make_pair(src: Path, fmt: AudioFormat, a: Path, b: Path, secret: bytes, track: str,
               bit_rate: int) -> Layout:
-    """Encode A and B of a track (MP3: CBR, no bit reservoir; FLAC: libFLAC's fixed 4096
-    blocks) and return their layout."""
+    """Encode A and B of a track and return their layout."""
+    encode_pair(src, fmt, a, b, secret, track, bit_rate)
+    return layout_of(a, b, fmt, track)
+
+
+def encode_pair(src: Path, fmt: AudioFormat, a: Path, b: Path, secret: bytes, track: str,
+                bit_rate: int) -> None:
+    """A = x + w and B = x - w (MP3: CBR, no bit reservoir; FLAC: libFLAC's fixed 4096
+    blocks; WAV: PCM)."""
     if fmt not in SEGMENTS:
-        raise CodecError(f"watermarks are made for MP3 and FLAC, not {fmt}")
+        raise CodecError(f"watermarks are made for MP3, FLAC and WAV, not {fmt}")
     x, rate = decode(src)
     if fmt is AudioFormat.MP3 and rate not in (32000, 44100, 48000):
         raise CodecError(f"watermarking needs MPEG-1 rates (32/44.1/48 kHz), got {rate}")
@@ -211,7 +225,17 @@ def make_pair(src: Path, fmt: AudioFormat, a: Path, b: Path, secret: bytes, trac
             encode(samples, rate, fmt, bit_rate, path, {"reservoir": "0"})
         else:
             encode(samples, rate, fmt, 0, path)
+        if fmt is AudioFormat.FLAC:
             _flac_unknown_md5(path)
+
+
+def layout_of(a: Path, b: Path, fmt: AudioFormat, track: str) -> Layout:
+    """Where the segments of a pair lie, read from the files (after any tags were added)."""
+    if fmt is AudioFormat.WAV:  # PCM: the segments are plain byte ranges of the data chunk
+        start, align = _wav_data(a.read_bytes()[:65536])
+        size = a.stat().st_size
+        bounds = tuple(range(start, size, SEGMENTS[fmt] * align))
+        return Layout(head=start, bounds=(bounds, bounds), sizes=(size, size), track=track)
     if fmt is AudioFormat.MP3:
         da, db = a.read_bytes(), b.read_bytes()
         fa, fb = _mp3_frames(da), _mp3_frames(db)
