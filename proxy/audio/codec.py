@@ -15,7 +15,6 @@ on the event loop: every function takes file paths and returns plain data.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -318,8 +317,3 @@ def _id3_tags(path: Path, fmt: AudioFormat, tags: dict[str, str]) -> None:
     for frame in frames:
         tag.add(frame)
     tag.save(str(path))
-
-
-def duration_of(path: Path, fmt: AudioFormat) -> float:
-    d = probe(path, fmt).duration
-    return d if math.isfinite(d) else 0.0
