@@ -3,6 +3,7 @@ excerpt, never found in unmarked audio; served with their own HTTP semantics; tr
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import random
@@ -229,3 +230,33 @@ def test_a_lossless_master_is_marked_and_traced(tmp_path, ext):
         found = watermark.detect(suspect, original, SECRET, track)
         assert found.marked, suspect.name
         assert found.payload == mark, suspect.name
+
+
+async def test_flac_copies_through_the_proxy(aiohttp_server, run_proxy, tmp_path):
+    original = make_sources(tmp_path / "src", seconds=30.0, seed=4)["flac"]
+
+    async def store(request: web.Request) -> web.StreamResponse:
+        return web.FileResponse(original)
+
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", store)
+    upstream = await aiohttp_server(app)
+    settings = proxy_settings(f"http://127.0.0.1:{upstream.port}", rules_dir=RULES,
+                              audio=AudioSettings(cache_dir=tmp_path / "v", workers=1,
+                                                  watermark_key=tmp_path / "k"))
+    base = await run_proxy(settings, LiveRules(load_rules(RULES)))
+    for n, source in enumerate(("127.0.0.4", "127.0.0.5")):
+        connector = aiohttp.TCPConnector(local_addr=(source, 0))
+        async with aiohttp.ClientSession(connector=connector) as s:
+            async with s.get(base + "/mark/master.flac") as r:
+                assert r.status == 200
+                assert r.headers["Content-Type"] == "audio/flac"
+                body = await r.read()
+            async with s.get(base + "/mark/master.flac", headers={"Range": "bytes=1000-"}) as r:
+                assert r.status == 206
+                assert await r.read() == body[1000:]
+        copy = tmp_path / f"copy{n}.flac"
+        copy.write_bytes(body)
+        check = await asyncio.create_subprocess_exec("flac", "-t", "-s", str(copy))
+        assert await check.wait() == 0  # every frame's CRC holds in each client's copy
+    assert (tmp_path / "copy0.flac").read_bytes() != (tmp_path / "copy1.flac").read_bytes()
