@@ -28,8 +28,14 @@ unit: $(STAMP)
 
 test: lint typecheck unit
 
+# every benchmark of docs/benchmarks.md, one after the other (about 20 minutes)
 bench: $(STAMP)
 	$(BIN)/python -m bench
+	$(BIN)/python -m bench.classification
+	$(BIN)/python -m bench.client_memory
+	$(BIN)/python -m bench.audio
+	$(BIN)/python -m bench.poison
+	$(BIN)/python -m bench.flood
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info
