@@ -94,9 +94,11 @@ def decode(path: Path) -> tuple[Samples, int]:
 
 
 def encode(samples: Samples, rate: int, fmt: AudioFormat, bit_rate: int, dst: Path,
-           codec_options: dict[str, str] | None = None) -> None:
+           codec_options: dict[str, str] | None = None,
+           muxer_options: dict[str, str] | None = None) -> None:
     """Write samples as `fmt` (bit_rate for the lossy encoders; 0 for their default;
-    codec_options: FFmpeg encoder options, e.g. libmp3lame's reservoir)."""
+    codec_options and muxer_options: FFmpeg's, e.g. libmp3lame's reservoir, the Ogg muxer's
+    page_duration)."""
     if fmt in _SNDFILE:
         container, subtype = _SNDFILE[fmt]
         with soundfile.SoundFile(str(dst), "w", rate, samples.shape[1], subtype,
@@ -105,6 +107,7 @@ def encode(samples: Samples, rate: int, fmt: AudioFormat, bit_rate: int, dst: Pa
                 out.write(samples[start:start + _CHUNK])
         return
     options = {"movflags": "+faststart"} if fmt is AudioFormat.M4A else {}
+    options.update(muxer_options or {})
     layout = "mono" if samples.shape[1] == 1 else "stereo"
     out_rate = 48000 if fmt is AudioFormat.OPUS else rate  # Opus runs at 48 kHz
     with av.open(str(dst), "w", format=_CONTAINERS[fmt], options=options) as c:

@@ -8,7 +8,9 @@ count). Every frame of such a file stands alone, so a copy for one client is a s
 segment i (16 MP3 frames, 0.42 s at 44.1 kHz; 4 FLAC frames, 0.37 s) comes from A or from B
 as bit i mod 64 of the client's 64-bit payload says. Per request that is a list of byte
 ranges, stable under Range requests, computed in microseconds. A FLAC splice says "MD5
-unknown" in its STREAMINFO (it is neither A nor B); every frame keeps its own CRC.
+unknown" in its STREAMINFO (it is neither A nor B); every frame keeps its own CRC. WAV
+splices are byte ranges of the PCM; Ogg Opus is encoded at a constant bitrate with one page
+per segment (20 packets, 0.4 s), so A and B share one page layout and pages splice whole.
 
 The mark: for each segment, noise from a generator seeded by HMAC(secret, track, segment),
 band-limited to 300 Hz - 5 kHz (where MP3 and AAC spend their bits), scaled to 32 dB below the
@@ -41,7 +43,8 @@ from .formats import AudioFormat
 
 # samples per segment: 16 MPEG-1 layer III frames of 1152; 4 FLAC frames of 4096 (libFLAC's
 # block size as libsndfile writes it). A copy's frames never straddle two segments.
-SEGMENTS = {AudioFormat.MP3: 16 * 1152, AudioFormat.FLAC: 4 * 4096, AudioFormat.WAV: 16 * 1152}
+SEGMENTS = {AudioFormat.MP3: 16 * 1152, AudioFormat.FLAC: 4 * 4096, AudioFormat.WAV: 16 * 1152,
+            AudioFormat.OPUS: 20 * 960}  # Opus: one Ogg page of twenty 20 ms packets
 FRAMES_PER_SEGMENT = {AudioFormat.MP3: 16, AudioFormat.FLAC: 4}
 GUARD = 2000  # samples faded out at each segment edge
 BITS = 64
@@ -170,6 +173,19 @@ def _mp3_frames(data: bytes) -> list[int]:
     return offsets
 
 
+def _ogg_pages(data: bytes) -> list[tuple[int, int]]:
+    """(byte offset, granule position) of every Ogg page."""
+    pos, pages = 0, []
+    while pos + 27 <= len(data):
+        if data[pos:pos + 4] != b"OggS":
+            raise CodecError(f"no Ogg page at byte {pos}")
+        count = data[pos + 26]
+        lacing = data[pos + 27:pos + 27 + count]
+        pages.append((pos, int.from_bytes(data[pos + 6:pos + 14], "little", signed=True)))
+        pos += 27 + count + sum(lacing)
+    return pages
+
+
 def _flac_frames(path: Path) -> list[int]:
     """Byte offsets of every FLAC frame (the demuxer's packet positions)."""
     with av.open(str(path)) as c:
@@ -214,15 +230,23 @@ def encode_pair(src: Path, fmt: AudioFormat, a: Path, b: Path, secret: bytes, tr
     """A = x + w and B = x - w (MP3: CBR, no bit reservoir; FLAC: libFLAC's fixed 4096
     blocks; WAV: PCM)."""
     if fmt not in SEGMENTS:
-        raise CodecError(f"watermarks are made for MP3, FLAC and WAV, not {fmt}")
+        raise CodecError(f"watermarks are made for MP3, FLAC, WAV and Ogg Opus, not {fmt}")
     x, rate = decode(src)
     if fmt is AudioFormat.MP3 and rate not in (32000, 44100, 48000):
         raise CodecError(f"watermarking needs MPEG-1 rates (32/44.1/48 kHz), got {rate}")
+    if fmt is AudioFormat.OPUS and rate != 48000:
+        raise CodecError(f"Opus decodes at 48 kHz, got {rate}")
     w = mark(x, rate, secret, track, SEGMENTS[fmt]).astype(np.float32)
     for path, sign in ((a, 1.0), (b, -1.0)):
         samples = np.clip(x + sign * w, -1, 1).astype(np.float32)
         if fmt is AudioFormat.MP3:
             encode(samples, rate, fmt, bit_rate, path, {"reservoir": "0"})
+        elif fmt is AudioFormat.OPUS:
+            # constant bitrate: every packet the same size in A and B, so with one page per
+            # segment the two files share one page layout (granules, sequence numbers)
+            encode(samples, rate, fmt, bit_rate or 128000, path, {"frame_duration": "20"},
+                   {"page_duration": str(SEGMENTS[fmt] * 1_000_000 // 48000),
+                    "fflags": "+bitexact"})  # one stream serial number for both
         else:
             encode(samples, rate, fmt, 0, path)
         if fmt is AudioFormat.FLAC:
@@ -236,6 +260,13 @@ def layout_of(a: Path, b: Path, fmt: AudioFormat, track: str) -> Layout:
         size = a.stat().st_size
         bounds = tuple(range(start, size, SEGMENTS[fmt] * align))
         return Layout(head=start, bounds=(bounds, bounds), sizes=(size, size), track=track)
+    if fmt is AudioFormat.OPUS:
+        pa, pb = _ogg_pages(a.read_bytes()), _ogg_pages(b.read_bytes())
+        if [(p, g) for p, g in pa] != [(p, g) for p, g in pb] or len(pa) < 3:
+            raise CodecError("the two marked encodings differ in page layout")
+        audio = [p for p, granule in pa if granule > 0]  # after OpusHead and OpusTags
+        return Layout(head=audio[0], bounds=(tuple(audio), tuple(audio)),
+                      sizes=(a.stat().st_size, b.stat().st_size), track=track)
     if fmt is AudioFormat.MP3:
         da, db = a.read_bytes(), b.read_bytes()
         fa, fb = _mp3_frames(da), _mp3_frames(db)
