@@ -268,3 +268,20 @@ async def test_a_client_that_leaves_does_not_cancel_the_variant(
     assert status == 200
     assert len(body) < sources["mp3"].stat().st_size / 2  # the 5 s preview
     assert fetched == ["/truncate/gone.mp3"]
+
+
+def test_a_damaged_layout_sidecar_means_a_miss_not_an_error(tmp_path):
+    from proxy.audio.service import Countermeasures, _b_key
+    from proxy.exchange import Action
+
+    cm = Countermeasures(tmp_path / "v", 1 << 30, 1, 2, 1 << 30, tmp_path / "k")
+    key = "ab" * 32
+    made = cm.cache.new_tmp(".mp3")
+    made.write_bytes(b"\xff\xfb\x90\x00" * 100)
+    cm.cache.put(key, AudioFormat.MP3, made)
+    other = cm.cache.new_tmp(".mp3")
+    other.write_bytes(b"\xff\xfb\x90\x00" * 100)
+    cm.cache.put(_b_key(key), AudioFormat.MP3, other)
+    cm.cache.put_layout(key, '{"head": 1}')  # an older or damaged sidecar
+    assert cm._cached(key, Action.WATERMARK, ()) is None
+    assert cm._cached(key, Action.TRUNCATE, ()) is not None

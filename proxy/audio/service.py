@@ -43,7 +43,7 @@ from .serve import send_variant
 from .watermark import SEGMENTS, Layout, bits_of, load_or_create_key, payload
 
 log = logging.getLogger("sonicshield.audio")
-RECIPE = "1"  # bump when a variant's recipe changes: old cache entries are then never hit
+RECIPE = "2"  # bump when a variant's recipe changes: old cache entries are then never hit
 _NOT_FORWARDED = ("Range", "If-Range", "If-None-Match", "If-Modified-Since", "If-Match",
                   "If-Unmodified-Since", "Accept-Encoding")
 
@@ -309,10 +309,14 @@ class Countermeasures:
             return None
         if not marked(action, params):
             return Variant(key, *hit)
-        b, layout = self.cache.get(_b_key(key)), self.cache.get_layout(key)
-        if b is None or layout is None:
+        b, text = self.cache.get(_b_key(key)), self.cache.get_layout(key)
+        if b is None or text is None:
             return None
-        return Variant(key, *hit, b_path=b[0], layout=Layout.from_json(layout))
+        try:
+            layout = Layout.from_json(text)
+        except (ValueError, KeyError, TypeError):  # unreadable: made again, never served
+            return None
+        return Variant(key, *hit, b_path=b[0], layout=layout)
 
 
 def _background() -> None:
