@@ -123,9 +123,26 @@ def _cmd_rights_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _same_decoy(original: Path, track: str, folder: Path) -> Path:
+    """The decoy SonicShield serves for `original` (decoys are deterministic)."""
+    from .audio.codec import CodecError, decoy
+    from .audio.formats import SNIFF_BYTES, sniff
+    from .audio.service import variant_seed
+
+    with original.open("rb") as f:
+        fmt = sniff(f.read(SNIFF_BYTES))
+    if fmt is None:
+        raise CodecError(f"{original} is not audio SonicShield reads")
+    out = folder / f"decoy.{fmt.value}"
+    decoy(original, out, fmt, variant_seed(track))
+    return out
+
+
 def _cmd_trace(args: argparse.Namespace) -> int:
     import hashlib
     import json
+    import shutil
+    import tempfile
 
     from .audio.codec import CodecError
     from .audio.watermark import BITS, detect, load_or_create_key
@@ -140,7 +157,14 @@ def _cmd_trace(args: argparse.Namespace) -> int:
             return 2
         secret = load_or_create_key(key_file)
         track = hashlib.sha256(args.original.read_bytes()).hexdigest()
-        found = detect(args.suspect, args.original, secret, track)
+        reference = args.original
+        if args.decoy:  # a marked decoy is read against the same decoy, made again
+            reference = _same_decoy(args.original, track, tmp := Path(tempfile.mkdtemp()))
+        try:
+            found = detect(args.suspect, reference, secret, track)
+        finally:
+            if args.decoy:
+                shutil.rmtree(tmp, ignore_errors=True)
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 2
@@ -331,6 +355,9 @@ def build_parser() -> argparse.ArgumentParser:
     trace.add_argument("--config", type=Path, help="config file (for audio.watermark_key)")
     trace.add_argument("--key", type=Path, help="the watermark key file")
     trace.add_argument("--log", type=Path, help="a JSON access log to find the encounter in")
+    trace.add_argument("--decoy", action="store_true",
+                       help="the suspect is a marked decoy of the original (decoy with "
+                            "watermark: true)")
     trace.set_defaults(func=_cmd_trace)
 
     catalog = sub.add_parser("catalog", help="the store's audio variants")

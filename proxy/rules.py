@@ -268,12 +268,20 @@ def _one_number(action: str, name: str, lo: float, hi: float) -> ParamsValidator
     return validate
 
 
+def _only_watermark(params: dict[str, Any]) -> None:
+    for key, value in params.items():
+        if key != "watermark":
+            raise ValueError(f"unknown param '{key}'; decoy takes watermark")
+        if not isinstance(value, bool):
+            raise ValueError("'watermark' must be true or false")
+
+
 ACTIONS: dict[Action, ParamsValidator] = {
     Action.ALLOW: _no_params,
     Action.BLOCK: _no_params,
     Action.TARPIT: tarpit.validate_params,
     Action.TRUNCATE: _one_number("truncate", "seconds", 1, 600),
-    Action.DECOY: _no_params,
+    Action.DECOY: _only_watermark,
     Action.WATERMARK: _no_params,
     Action.POISON: _one_number("poison", "strength", 0.05, 1),
 }

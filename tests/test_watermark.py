@@ -259,3 +259,27 @@ async def test_flac_copies_through_the_proxy(aiohttp_server, run_proxy, tmp_path
         check = await asyncio.create_subprocess_exec("flac", "-t", "-s", str(copy))
         assert await check.wait() == 0  # every frame's CRC holds in each client's copy
     assert (tmp_path / "copy0.flac").read_bytes() != (tmp_path / "copy1.flac").read_bytes()
+
+
+def test_a_marked_decoy_is_traced_against_the_same_decoy(pair, tmp_path, capsys):
+    from proxy.audio.service import make_variant, variant_seed
+
+    original, track, *_ = pair
+    dst = tmp_path / "decoy.mp3"
+    layout = watermark.Layout.from_json(make_variant(
+        "decoy", {"watermark": True}, str(original), str(dst), "mp3", variant_seed(track), {},
+        SECRET, track))
+    a, b = dst.read_bytes(), Path(f"{dst}.b").read_bytes()
+    mark = watermark.payload(SECRET, track, "203.0.113.200", 5)
+    copy = tmp_path / "copy.mp3"
+    copy.write_bytes(b"".join((a, b)[v][s:e] for v, s, e in layout.parts(
+        watermark.bits_of(mark))))
+    leak = reencode(copy, tmp_path / "leak.m4a", "-c:a", "aac", "-b:a", "128k")
+    key = tmp_path / "key"
+    key.write_bytes(SECRET)
+    capsys.readouterr()
+    assert main(["trace", str(leak), "--original", str(original), "--key", str(key),
+                 "--decoy"]) == 0
+    assert f"payload   {mark:016x}" in capsys.readouterr().out
+    # read against the original itself, a decoy shows no mark: it is other music
+    assert main(["trace", str(leak), "--original", str(original), "--key", str(key)]) == 3

@@ -253,7 +253,7 @@ class Countermeasures:
             if marked(action, params) and fmt not in SEGMENTS:
                 raise Fallback("watermark-format-unsupported")
             out = self.cache.new_tmp("." + fmt.value)
-            seed = int(digest[:15], 16)
+            seed = variant_seed(digest)
             loop = asyncio.get_running_loop()
             try:
                 layout = await loop.run_in_executor(
@@ -317,6 +317,11 @@ class Countermeasures:
         except (ValueError, KeyError, TypeError):  # unreadable: made again, never served
             return None
         return Variant(key, *hit, b_path=b[0], layout=layout)
+
+
+def variant_seed(digest: str) -> int:
+    """A decoy's seed, from its original's SHA-256 (so `trace` can make the same decoy)."""
+    return int(digest[:15], 16)
 
 
 def _background() -> None:
