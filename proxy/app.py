@@ -79,9 +79,7 @@ def build_app(
     app[TARPITS] = Tarpits(settings.limits.tarpits)
     app[ASN] = AsnDatabase(settings.network.asn_database)
     app[VERIFIER] = CrawlerVerifier()
-    a = settings.audio
-    app[AUDIO] = Countermeasures(a.cache_dir, a.cache_max_bytes, a.workers, a.max_jobs,
-                                 a.max_source_bytes, a.key_file)
+    app[AUDIO] = Countermeasures.from_settings(settings.audio)
     app.cleanup_ctx.append(_upstream_ctx)
     app.router.add_route("*", "/{tail:.*}", handle)
     app.on_response_prepare.append(declare)

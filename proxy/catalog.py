@@ -84,8 +84,8 @@ async def build(settings: Settings, ruleset: RuleSet, paths: list[str] | None,
                 max_pages: int) -> tuple[int, int]:
     """Make every variant; returns (made or already cached, failed)."""
     a = settings.audio
-    cm = Countermeasures(a.cache_dir, a.cache_max_bytes, a.workers, 1_000_000,
-                         a.max_source_bytes, a.key_file)
+    # no job bound here: the gate below keeps `audio.workers` jobs running at a time
+    cm = Countermeasures.from_settings(a, max_jobs=1_000_000)
     base = settings.upstream.url.rstrip("/")
     session = make_session(settings)
     try:

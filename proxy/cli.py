@@ -141,7 +141,6 @@ def _same_decoy(original: Path, track: str, folder: Path) -> Path:
 def _cmd_trace(args: argparse.Namespace) -> int:
     import hashlib
     import json
-    import shutil
     import tempfile
 
     from .audio.codec import CodecError
@@ -157,14 +156,11 @@ def _cmd_trace(args: argparse.Namespace) -> int:
             return 2
         secret = load_or_create_key(key_file)
         track = hashlib.sha256(args.original.read_bytes()).hexdigest()
-        reference = args.original
-        if args.decoy:  # a marked decoy is read against the same decoy, made again
-            reference = _same_decoy(args.original, track, tmp := Path(tempfile.mkdtemp()))
-        try:
+        with tempfile.TemporaryDirectory() as tmp:
+            # a marked decoy is read against the same decoy, made again
+            reference = (_same_decoy(args.original, track, Path(tmp)) if args.decoy
+                         else args.original)
             found = detect(args.suspect, reference, secret, track)
-        finally:
-            if args.decoy:
-                shutil.rmtree(tmp, ignore_errors=True)
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 2

@@ -249,9 +249,11 @@ def _no_params(params: dict[str, Any]) -> None:
         raise ValueError(f"takes no params, got {', '.join(sorted(params))}")
 
 
-def _one_number(action: str, name: str, lo: float, hi: float) -> ParamsValidator:
-    """Params of an audio action that takes one optional number, `name`, from lo to hi, and
-    `watermark: true` (per-client marked copies of the variant)."""
+def _audio_params(action: str, number: tuple[str, float, float] | None = None
+                  ) -> ParamsValidator:
+    """Params of an audio action: `watermark: true` (per-client marked copies of the
+    variant) and, when `number` is (name, lo, hi), one optional number from lo to hi."""
+    names = ", ".join([number[0], "watermark"] if number else ["watermark"])
 
     def validate(params: dict[str, Any]) -> None:
         for key, value in params.items():
@@ -259,8 +261,9 @@ def _one_number(action: str, name: str, lo: float, hi: float) -> ParamsValidator
                 if not isinstance(value, bool):
                     raise ValueError("'watermark' must be true or false")
                 continue
-            if key != name:
-                raise ValueError(f"unknown param '{key}'; {action} takes {name}, watermark")
+            if number is None or key != number[0]:
+                raise ValueError(f"unknown param '{key}'; {action} takes {names}")
+            name, lo, hi = number
             if isinstance(value, bool) or not isinstance(value, int | float) or not (
                     lo <= value <= hi):
                 raise ValueError(f"'{name}' must be a number from {lo:g} to {hi:g}")
@@ -268,22 +271,14 @@ def _one_number(action: str, name: str, lo: float, hi: float) -> ParamsValidator
     return validate
 
 
-def _only_watermark(params: dict[str, Any]) -> None:
-    for key, value in params.items():
-        if key != "watermark":
-            raise ValueError(f"unknown param '{key}'; decoy takes watermark")
-        if not isinstance(value, bool):
-            raise ValueError("'watermark' must be true or false")
-
-
 ACTIONS: dict[Action, ParamsValidator] = {
     Action.ALLOW: _no_params,
     Action.BLOCK: _no_params,
     Action.TARPIT: tarpit.validate_params,
-    Action.TRUNCATE: _one_number("truncate", "seconds", 1, 600),
-    Action.DECOY: _only_watermark,
+    Action.TRUNCATE: _audio_params("truncate", ("seconds", 1, 600)),
+    Action.DECOY: _audio_params("decoy"),
     Action.WATERMARK: _no_params,
-    Action.POISON: _one_number("poison", "strength", 0.05, 1),
+    Action.POISON: _audio_params("poison", ("strength", 0.05, 1)),
 }
 AUDIO_ACTIONS = frozenset({Action.TRUNCATE, Action.DECOY, Action.POISON, Action.WATERMARK})
 RULE_KEYS = ("name", "description", "match", "action", "params", "shadow")

@@ -37,6 +37,7 @@ from yarl import URL
 from ..exchange import Action, Exchange
 from ..forward import Upstream, upstream_request_headers
 from ..logs import log_event
+from ..settings import AudioSettings
 from .cache import VariantCache
 from .formats import SNIFF_BYTES, AudioFormat, sniff
 from .serve import send_variant
@@ -129,6 +130,11 @@ def make_variant(action: str, params: dict[str, Any], src: str, dst: str, fmt: s
 
 
 class Countermeasures:
+    @classmethod
+    def from_settings(cls, a: AudioSettings, max_jobs: int | None = None) -> Countermeasures:
+        return cls(a.cache_dir, a.cache_max_bytes, a.workers,
+                   a.max_jobs if max_jobs is None else max_jobs, a.max_source_bytes, a.key_file)
+
     def __init__(self, cache_dir: Path, cache_max_bytes: int, workers: int, max_jobs: int,
                  max_source_bytes: int, key_file: Path) -> None:
         self.key_file = key_file
