@@ -12,6 +12,7 @@ from yarl import URL
 from .app_keys import (
     ASN,
     AUDIO,
+    EVIDENCE,
     METRICS,
     ROBOTS,
     RULES,
@@ -24,6 +25,7 @@ from .app_keys import (
 )
 from .audio.service import Countermeasures
 from .deadlines import DeadlineWatch
+from .evidence.writer import EvidenceLog
 from .forward import Upstream, make_session
 from .handler import declare, handle
 from .metrics import Metrics
@@ -64,9 +66,17 @@ async def _upstream_ctx(app: web.Application) -> AsyncIterator[None]:
     await app[AUDIO].aclose()
 
 
+async def _evidence_ctx(app: web.Application) -> AsyncIterator[None]:
+    evidence = app[EVIDENCE]
+    await evidence.start()
+    yield
+    await evidence.aclose()
+
+
 def build_app(
-    settings: Settings, rules: LiveRules, metrics: Metrics | None = None
+    settings: Settings, rules: LiveRules, metrics: Metrics | None = None, chain: str = "main"
 ) -> web.Application:
+    """chain: this process's evidence chain ("main", or "w0".. for the workers)."""
     app = web.Application(client_max_size=0)
     app[SETTINGS] = settings
     app[RULES] = rules
@@ -80,6 +90,9 @@ def build_app(
     app[ASN] = AsnDatabase(settings.network.asn_database)
     app[VERIFIER] = CrawlerVerifier()
     app[AUDIO] = Countermeasures.from_settings(settings.audio)
+    if settings.evidence.enabled:
+        app[EVIDENCE] = EvidenceLog(settings.evidence, chain, app[METRICS], app[ASN])
+        app.cleanup_ctx.append(_evidence_ctx)
     app.cleanup_ctx.append(_upstream_ctx)
     app.router.add_route("*", "/{tail:.*}", handle)
     app.on_response_prepare.append(declare)

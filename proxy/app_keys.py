@@ -5,6 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from .audio.service import Countermeasures
+from .evidence.writer import EvidenceLog
 from .forward import Upstream
 from .metrics import Metrics
 from .robots import RobotsSource
@@ -27,3 +28,4 @@ TRACKER = web.AppKey("tracker", BehaviourTracker)  # and its client store
 TARPITS = web.AppKey("tarpits", Tarpits)
 ASN = web.AppKey("asn", AsnDatabase)
 VERIFIER = web.AppKey("verifier", CrawlerVerifier)
+EVIDENCE = web.AppKey("evidence", EvidenceLog)  # absent when evidence.enabled is false

@@ -144,17 +144,19 @@ def _cmd_trace(args: argparse.Namespace) -> int:
     import tempfile
 
     from .audio.codec import CodecError
-    from .audio.watermark import BITS, detect, load_or_create_key
-    from .settings import AudioSettings, load_settings
+    from .audio.watermark import BITS, detect
+    from .keys import load_or_create_key
+    from .settings import Settings, load_settings
 
     try:
-        key_file = args.key or (load_settings(args.config).audio.key_file if args.config
-                                else AudioSettings().key_file)
+        settings = load_settings(args.config) if args.config else None
+        key_file = args.key or (settings or Settings()).audio.key_file
+        evidence = args.evidence or (settings.evidence.dir if settings else None)
         if not key_file.exists():
             print(f"sonicshield trace: no watermark key at {key_file} (give --key or --config)",
                   file=sys.stderr)
             return 2
-        secret = load_or_create_key(key_file)
+        secret = load_or_create_key(key_file, "watermark key")
         track = hashlib.sha256(args.original.read_bytes()).hexdigest()
         with tempfile.TemporaryDirectory() as tmp:
             # a marked decoy is read against the same decoy, made again
@@ -177,21 +179,84 @@ def _cmd_trace(args: argparse.Namespace) -> int:
         return 3
     mark = f"{found.payload:016x}"
     print(f"payload   {mark} (strength {found.z:.1f})")
-    if args.log is None:
+    if evidence is None:
         return 0
+    from .evidence.chain import chain_files, lines
+
     matches = 0
-    with args.log.open(encoding="utf-8", errors="replace") as log:
-        for line in log:
-            try:
-                entry = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if isinstance(entry, dict) and entry.get("variant") == f"watermark:{mark}":
-                matches += 1
-                print(f"served    {entry.get('ts')} to {entry.get('client')} "
-                      f"{entry.get('method')} {entry.get('path')} ua={entry.get('ua', '-')!r} "
-                      f"id={entry.get('id')}")
-    print(f"matches   {matches} in {args.log}")
+    for files in chain_files(evidence).values():
+        for f in files:
+            for number, line, _ in lines(f.path):
+                if mark.encode() not in line:
+                    continue
+                try:
+                    r = json.loads(line)
+                except ValueError:
+                    continue
+                if (r.get("variant") or {}).get("watermark") == mark:
+                    matches += 1
+                    print(f"served    {r['t']} to {r['client']['ip']} {r['method']} "
+                          f"{r['url']} ua={r.get('ua', '')!r} variant={r['variant']['kind']} "
+                          f"id={r['id']} ({f.path.name}:{number}, record {r['seq']})")
+    print(f"matches   {matches} in {evidence}")
+    return 0
+
+
+def _evidence_place(args: argparse.Namespace) -> tuple[Path, Path | None]:
+    """The evidence folder and the chain key file (None when there is none to read)."""
+    from .settings import load_settings
+
+    if args.config is not None:
+        ev = load_settings(args.config).evidence
+        folder, key = args.dir or ev.dir, args.key or ev.key
+    else:
+        folder = args.dir or Path("evidence")
+        key = args.key or folder / "chain.key"
+    if args.key is None and not key.exists():
+        return folder, None
+    return folder, key
+
+
+def _cmd_evidence_verify(args: argparse.Namespace) -> int:
+    from .evidence.verify import describe, verify_dir
+
+    try:
+        folder, key_file = _evidence_place(args)
+        key = key_file.read_bytes() if key_file is not None else None
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"sonicshield evidence verify: cannot read the key: {exc}", file=sys.stderr)
+        return 2
+    text, ok = describe(verify_dir(folder, key), folder, key is not None)
+    print(text)
+    return 0 if ok else 1
+
+
+def _cmd_evidence_report(args: argparse.Namespace) -> int:
+    from .evidence.report import build_report, render
+    from .evidence.verify import verify_dir
+
+    try:
+        folder, key_file = _evidence_place(args)
+        key = key_file.read_bytes() if key_file is not None else None
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"sonicshield evidence report: cannot read the key: {exc}", file=sys.stderr)
+        return 2
+    checks = verify_dir(folder, key)
+    if not checks:
+        print(f"sonicshield evidence report: no evidence log files in {folder}", file=sys.stderr)
+        return 1
+    text = render(build_report(folder, checks), args.format)
+    if args.out is None:
+        sys.stdout.write(text)
+    else:
+        args.out.write_text(text, encoding="utf-8")
+        print(f"wrote {args.out}")
     return 0
 
 
@@ -350,7 +415,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="the track as the store serves it")
     trace.add_argument("--config", type=Path, help="config file (for audio.watermark_key)")
     trace.add_argument("--key", type=Path, help="the watermark key file")
-    trace.add_argument("--log", type=Path, help="a JSON access log to find the encounter in")
+    trace.add_argument("--evidence", type=Path, metavar="DIR",
+                       help="the evidence log folder to find the encounter in (default: "
+                            "evidence.dir of --config)")
     trace.add_argument("--decoy", action="store_true",
                        help="the suspect is a marked decoy of the original (decoy with "
                             "watermark: true)")
@@ -367,6 +434,24 @@ def build_parser() -> argparse.ArgumentParser:
     cbuild.add_argument("--max-pages", type=int, default=500,
                         help="pages of the sitemap/feed fetched to find audio links")
     cbuild.set_defaults(func=_cmd_catalog_build)
+
+    evidence = sub.add_parser("evidence", help="the hash-chained evidence log")
+    evidence_sub = evidence.add_subparsers(dest="evidence_command", required=True)
+    for name, func, text in (
+            ("verify", _cmd_evidence_verify, "check that no record was edited, deleted, "
+                                             "inserted or reordered, and say where"),
+            ("report", _cmd_evidence_report, "what the log shows, per crawler and per client "
+                                             "network (HTML, CSV or JSON)")):
+        cmd = evidence_sub.add_parser(name, help=text)
+        cmd.add_argument("--config", type=Path, help="the proxy's config file (for evidence.dir "
+                                                     "and evidence.key_file)")
+        cmd.add_argument("--dir", type=Path, help="the evidence folder (default ./evidence)")
+        cmd.add_argument("--key", type=Path, help="the chain key file, to check signatures "
+                                                  "(default DIR/chain.key when present)")
+        cmd.set_defaults(func=func)
+        if name == "report":
+            cmd.add_argument("--format", choices=("html", "csv", "json"), default="html")
+            cmd.add_argument("--out", type=Path, help="write here instead of standard output")
 
     check = sub.add_parser("check", help="validate rule files; every error with file:line:col")
     check.add_argument("dir", nargs="?", help="rules directory (default ./rules)")

@@ -128,6 +128,19 @@ class Verdict:
 DEFAULT_ALLOW = Verdict(action=Action.ALLOW, origin="default/allow")
 
 
+class Served(NamedTuple):
+    """A substituted audio body, for the evidence log.
+
+    key:    the variant's cache key (names the original version and the recipe).
+    mark:   the 64-bit watermark payload of this client's copy, None when unmarked.
+    pieces: the files and byte ranges [start, end) that, joined, are the whole variant.
+    """
+
+    key: str
+    mark: int | None
+    pieces: tuple[tuple[str, int, int], ...]
+
+
 @dataclass(slots=True)
 class Exchange:
     """Everything the proxy learned and did for one request. Mutable; one per request.
@@ -143,7 +156,9 @@ class Exchange:
     bytes_out:   body bytes written to the client.
     bytes_in:    request body bytes forwarded upstream.
     variant:     what was served: "upstream" for the real response, "local" for a response the
-                 proxy made itself (robots.txt, error pages), or an audio variant name.
+                 proxy made itself (error pages, blocks), "robots.txt", "declaration",
+                 "tarpit", or the audio action whose variant was sent (truncate, decoy, ...).
+    served:      for an audio variant, which one (see Served).
     upstream_ms: time to the upstream's response headers, None when the upstream was not asked.
     error:       a short machine-readable reason when something failed ("upstream-timeout",
                  "client-abort", ...); None on success.
@@ -162,6 +177,7 @@ class Exchange:
     bytes_out: int = 0
     bytes_in: int = 0
     variant: str = "upstream"
+    served: Served | None = None
     upstream_ms: float | None = None
     error: str | None = None
 

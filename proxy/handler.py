@@ -15,6 +15,7 @@ from aiohttp import web
 from .app_keys import (
     ASN,
     AUDIO,
+    EVIDENCE,
     METRICS,
     ROBOTS,
     RULES,
@@ -70,6 +71,9 @@ async def handle(request: web.Request) -> web.StreamResponse:
                 ex.client.ip, ex.status, ex.bytes_out if audio else 0, time.monotonic())
         request.app[METRICS].record(ex)
         log_access(ex)
+        evidence = request.app.get(EVIDENCE)
+        if evidence is not None:
+            evidence.submit(ex, robots, ruleset.rights, trap_hit)
 
 
 def start_exchange(request: web.Request) -> Exchange:

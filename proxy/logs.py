@@ -83,6 +83,8 @@ def log_access(ex: Exchange) -> None:
         "action": ex.verdict.action.value,
         "variant": ex.variant,
     }
+    if ex.served is not None and ex.served.mark is not None:
+        fields["mark"] = f"{ex.served.mark:016x}"
     if ex.signals is not None:
         fields["ua"] = ex.signals.ua
         fields["ua_class"] = ex.signals.ua_class

@@ -33,6 +33,8 @@ class Metrics:
     classification: Histogram = field(init=False)
     # one child per content kind, bound once (labels() costs about 1 us a call)
     classification_by: dict[ContentKind, Histogram] = field(default_factory=dict, init=False)
+    evidence_records: Counter = field(init=False)
+    evidence_dropped: Counter = field(init=False)
     _requests_by: dict[tuple[str, str], Counter] = field(default_factory=dict, init=False)
     _bytes_by: dict[str, Counter] = field(default_factory=dict, init=False)
     _errors_by: dict[str, Counter] = field(default_factory=dict, init=False)
@@ -66,6 +68,16 @@ class Metrics:
         self.rule_reloads = Counter(
             "sonicshield_rule_reloads", "Rule reloads by result (ok, failed)", ["result"],
             registry=r,
+        )
+
+        self.evidence_records = Counter(
+            "sonicshield_evidence_records", "Evidence records written, by kind", ["kind"],
+            registry=r,
+        )
+        self.evidence_dropped = Counter(
+            "sonicshield_evidence_dropped", "Evidence records lost, by reason (queue-full: "
+            "the writer fell behind; write-failed: disk full or the log unwritable)",
+            ["reason"], registry=r,
         )
 
     def record(self, ex: Exchange) -> None:

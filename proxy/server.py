@@ -28,6 +28,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from .admin import build_admin_app, upstream_readiness
 from .app import build_app, runner_kwargs
 from .app_keys import RULES, STREAMS, UPSTREAM
+from .evidence.writer import EvidenceError
 from .forward import make_session
 from .logs import log_event, setup_logging
 from .metrics import Metrics
@@ -36,6 +37,7 @@ from .settings import Listen, Settings
 from .yamlsource import ConfigError
 
 log = logging.getLogger("sonicshield")
+_CANNOT_START = 2  # a worker's exit status when starting again would fail the same way
 _MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 
@@ -87,11 +89,11 @@ def _install_signals(stop: asyncio.Event, on_hup: Callable[[], object]) -> None:
 
 async def serve(
     settings: Settings, rules: LiveRules, *, with_admin: bool, reuse_port: bool,
-    on_ready: Callable[[list[str], list[str]], None] | None = None,
+    on_ready: Callable[[list[str], list[str]], None] | None = None, chain: str = "main",
 ) -> None:
     """Run one proxy process until SIGTERM/SIGINT, then drain."""
     metrics = Metrics(CollectorRegistry())
-    app = build_app(settings, rules, metrics)
+    app = build_app(settings, rules, metrics, chain)
     runner = web.AppRunner(app, handle_signals=False, **runner_kwargs(settings))  # type: ignore[arg-type]
     await runner.setup()
     admin_runner: web.AppRunner | None = None
@@ -131,8 +133,13 @@ async def serve(
 def _worker_main(settings: Settings, index: int) -> None:
     setup_logging(settings.log)
     live = LiveRules(load_rules(settings.rules_dir))
-    with asyncio.Runner(loop_factory=new_event_loop) as runner:
-        runner.run(serve(settings, live, with_admin=False, reuse_port=True))
+    try:
+        with asyncio.Runner(loop_factory=new_event_loop) as runner:
+            runner.run(serve(settings, live, with_admin=False, reuse_port=True,
+                             chain=f"w{index}"))
+    except EvidenceError as exc:
+        log_event(log, logging.ERROR, "worker-cannot-start", worker=index, error=str(exc))
+        sys.exit(_CANNOT_START)
 
 
 async def _supervise(settings: Settings) -> None:
@@ -186,6 +193,9 @@ async def _supervise(settings: Settings) -> None:
             with suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=1.0)
             for index, proc in list(workers.items()):
+                if proc.exitcode == _CANNOT_START:  # restarting would fail the same way
+                    stop.set()
+                    break
                 if not stop.is_set() and not proc.is_alive():
                     log_event(log, logging.ERROR, "worker-died", worker=index,
                               exitcode=proc.exitcode)
@@ -216,8 +226,12 @@ def run(settings: Settings) -> int:
         print(exc, flush=True, file=sys.stderr)
         return 2
     if settings.workers == 1:
-        with asyncio.Runner(loop_factory=new_event_loop) as runner:
-            runner.run(serve(settings, live, with_admin=True, reuse_port=False))
+        try:
+            with asyncio.Runner(loop_factory=new_event_loop) as runner:
+                runner.run(serve(settings, live, with_admin=True, reuse_port=False))
+        except EvidenceError as exc:
+            print(f"sonicshield: {exc}", flush=True, file=sys.stderr)
+            return 2
         return 0
     metrics_dir = tempfile.mkdtemp(prefix="sonicshield-metrics-")
     os.environ[_MULTIPROC_ENV] = metrics_dir  # read by the spawned workers at import

@@ -103,6 +103,29 @@ class AudioSettings:
         return self.watermark_key or self.cache_dir / "watermark.key"
 
 
+FSYNC_POLICIES = ("always", "interval", "never")
+
+
+@dataclass(frozen=True, slots=True)
+class EvidenceSettings:
+    enabled: bool = True
+    dir: Path = Path("evidence")  # relative to the config file
+    key_file: Path | None = None  # the chain key; default DIR/chain.key
+    # always: after every batch of records; interval: at most fsync_interval apart; never:
+    # when the kernel pleases
+    fsync: str = "interval"
+    fsync_interval: float = 1.0
+    rotate_bytes: int = 256 << 20
+    rotate_daily: bool = True
+    checkpoint_interval: float = 60.0
+    allowed_sample: float = 0.01  # share of ordinary allowed requests recorded for context
+    queue: int = 100_000  # records waiting for the writer; beyond, dropped and counted
+
+    @property
+    def key(self) -> Path:
+        return self.key_file or self.dir / "chain.key"
+
+
 @dataclass(frozen=True, slots=True)
 class LogSettings:
     format: str = "json"  # json | text
@@ -124,6 +147,7 @@ class Settings:
     network: NetworkSettings = field(default_factory=NetworkSettings)
     traps: TrapSettings = field(default_factory=TrapSettings)
     audio: AudioSettings = field(default_factory=AudioSettings)
+    evidence: EvidenceSettings = field(default_factory=EvidenceSettings)
     verdict_header: bool = False  # send X-SonicShield-Verdict on responses
     # Decide and record every verdict, but serve every client the real response: for trying
     # new rules on live traffic.
@@ -282,6 +306,7 @@ TOP_KEYS = (
     "network",
     "traps",
     "audio",
+    "evidence",
 )
 
 
@@ -378,6 +403,24 @@ def settings_from_mapping(raw: LocatedDict, base_dir: Path, source: str) -> Sett
         if au.get("watermark_key") else None,
     )
 
+    ev = r.section(raw, "evidence", EvidenceSettings.__slots__)
+    d_ev = DEFAULTS.evidence
+    evidence = EvidenceSettings(
+        enabled=r.boolean(ev, "enabled", d_ev.enabled),
+        dir=_relative(base_dir, r.string(ev, "dir", str(d_ev.dir))),
+        key_file=_relative(base_dir, r.string(ev, "key_file", "")) if ev.get("key_file")
+        else None,
+        fsync=r.choice(ev, "fsync", d_ev.fsync, FSYNC_POLICIES),
+        fsync_interval=r.number(ev, "fsync_interval", d_ev.fsync_interval, minimum=0.01),
+        rotate_bytes=r.integer(ev, "rotate_bytes", d_ev.rotate_bytes, 1 << 16, 1 << 50),
+        rotate_daily=r.boolean(ev, "rotate_daily", d_ev.rotate_daily),
+        checkpoint_interval=r.number(ev, "checkpoint_interval", d_ev.checkpoint_interval,
+                                     minimum=1.0),
+        allowed_sample=r.value(ev, "allowed_sample", d_ev.allowed_sample, _parse_share,
+                               "a number from 0 to 1"),
+        queue=r.integer(ev, "queue", d_ev.queue, 100, 10_000_000),
+    )
+
     rules_dir = Path(r.string(raw, "rules_dir", str(DEFAULTS.rules_dir)))
     settings = Settings(
         listen=tuple(listens) or DEFAULTS.listen,
@@ -392,6 +435,7 @@ def settings_from_mapping(raw: LocatedDict, base_dir: Path, source: str) -> Sett
         network=NetworkSettings(asn_database=asn_database),
         traps=traps,
         audio=audio,
+        evidence=evidence,
         verdict_header=r.boolean(raw, "verdict_header", DEFAULTS.verdict_header),
         shadow=r.boolean(raw, "shadow", DEFAULTS.shadow),
         source=source,
@@ -417,6 +461,12 @@ def _parse_trap_path(value: Any) -> str:
             or len(value) < 3 or value.startswith("/.well-known/")):
         raise ValueError(f"got {value!r}")
     return value
+
+
+def _parse_share(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
+        raise ValueError(f"got {value!r}")
+    return float(value)
 
 
 def _relative(base_dir: Path, text: str) -> Path:

@@ -25,6 +25,7 @@ from proxy.rules import LiveRules, RuleSet, load_rules
 from proxy.settings import (
     AdminSettings,
     AudioSettings,
+    EvidenceSettings,
     Listen,
     Settings,
     Timeouts,
@@ -77,6 +78,8 @@ def proxy_settings(upstream: str, **changes: object) -> Settings:
         rules_dir=PASSTHROUGH_RULES,
         admin=AdminSettings(listen=None),
         audio=AudioSettings(cache_dir=VARIANTS, workers=1),
+        # every proxy its own evidence folder (a chain has one writer), removed at the end
+        evidence=EvidenceSettings(dir=Path(tempfile.mkdtemp(dir=VARIANTS, prefix="evidence-"))),
         timeouts=Timeouts(
             upstream_connect=2.0, upstream_response=5.0, upstream_idle=5.0, shutdown_grace=2.0
         ),

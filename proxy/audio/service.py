@@ -34,14 +34,15 @@ import aiohttp
 from aiohttp import web
 from yarl import URL
 
-from ..exchange import Action, Exchange
+from ..exchange import Action, Exchange, Served
 from ..forward import Upstream, upstream_request_headers
+from ..keys import load_or_create_key
 from ..logs import log_event
 from ..settings import AudioSettings
 from .cache import VariantCache
 from .formats import SNIFF_BYTES, AudioFormat, sniff
 from .serve import send_variant
-from .watermark import SEGMENTS, Layout, bits_of, load_or_create_key, payload
+from .watermark import SEGMENTS, Layout, bits_of, payload
 
 log = logging.getLogger("sonicshield.audio")
 RECIPE = "2"  # bump when a variant's recipe changes: old cache entries are then never hit
@@ -158,7 +159,7 @@ class Countermeasures:
     @property
     def secret(self) -> bytes:
         if self._secret is None:
-            self._secret = load_or_create_key(self.key_file)
+            self._secret = load_or_create_key(self.key_file, "watermark key")
         return self._secret
 
     @property
@@ -187,18 +188,19 @@ class Countermeasures:
         source = Source(upstream.session, upstream.base.join(request.rel_url),
                         _fetch_headers(request, ex, upstream), ex.path)
         variant = await self.variant(source, ex.verdict.action, ex.verdict.params, tags)
+        ex.variant = ex.verdict.action.value
         if variant.layout is None or variant.b_path is None:
-            ex.variant = f"{ex.verdict.action.value}:{variant.key[:12]}"
             etag = f'"ss-{variant.key[:32]}"'
             pieces = [(variant.path, 0, variant.size)]
+            ex.served = Served(variant.key, None, ((str(variant.path), 0, variant.size),))
         else:  # this client's copy: A or B segment by segment, by its payload's bits
             mark = payload(self.secret, variant.layout.track, ex.client.ip,
                            int(time.time() // WATERMARK_BUCKET))
-            ex.variant = f"watermark:{mark:016x}"
             etag = f'"ss-{variant.key[:16]}-{mark:016x}"'
             files = (variant.path, variant.b_path)
             pieces = [(files[v], start, end) for v, start, end in variant.layout.parts(
                 bits_of(mark))]
+            ex.served = Served(variant.key, mark, tuple((str(p), s, e) for p, s, e in pieces))
         return await send_variant(request, ex, pieces, etag, variant.format.content_type,
                                   headers)
 

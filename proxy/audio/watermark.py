@@ -29,8 +29,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import os
-import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -95,22 +93,6 @@ def mark(x: Samples, rate: int, secret: bytes, track: str, size: int) -> Floats:
         rms = float(np.sqrt(np.mean(mono[seg] ** 2)))
         w[seg] = _segment_noise(secret, track, i, rate, size) * rms * level
     return np.repeat(w[:, None], x.shape[1], axis=1)
-
-
-def load_or_create_key(path: Path) -> bytes:
-    """The watermark secret: 32 random bytes in a file only this user can read, made on
-    first use. Keep it: without it no copy can be traced."""
-    try:
-        key = path.read_bytes()
-    except FileNotFoundError:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as f:
-            f.write(secrets.token_bytes(32))
-        key = path.read_bytes()
-    if len(key) < 16:
-        raise ValueError(f"{path}: a watermark key needs at least 16 bytes, it has {len(key)}")
-    return key
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,7 +13,15 @@ from aiohttp import web
 from ..logs import log_event, setup_logging
 from ..rules import LiveRules, load_rules
 from ..server import new_event_loop, serve
-from ..settings import AdminSettings, AudioSettings, Listen, LogSettings, Settings, UpstreamSettings
+from ..settings import (
+    AdminSettings,
+    AudioSettings,
+    EvidenceSettings,
+    Listen,
+    LogSettings,
+    Settings,
+    UpstreamSettings,
+)
 from ..yamlsource import ConfigError
 from .store import prepare_store
 
@@ -29,6 +37,7 @@ def demo_settings(args: argparse.Namespace, rules_dir: Path) -> Settings:
         log=LogSettings(format="text", level="info"),
         verdict_header=True,
         audio=AudioSettings(cache_dir=demo_cache(args) / "variants"),
+        evidence=EvidenceSettings(dir=demo_cache(args) / "evidence"),
         source="<demo>",
     )
 
@@ -37,7 +46,7 @@ def demo_cache(args: argparse.Namespace) -> Path:
     return Path(args.cache) if args.cache else Path.home() / ".cache" / "sonicshield" / "demo"
 
 
-def _banner(proxy: str, admin: str, store: str) -> str:
+def _banner(proxy: str, admin: str, store: str, evidence: Path) -> str:
     track = "harbour-at-dawn"
     return f"""
   SonicShield demo is running.
@@ -49,6 +58,10 @@ def _banner(proxy: str, admin: str, store: str) -> str:
 
   See it as a crawler does (GPTBot gets a decoy: the track's length and format, other music):
     curl -s -A 'GPTBot/1.2 (+https://openai.com/gptbot)' -o decoy.mp3 http://{proxy}/stream/{track}.mp3
+
+  What every crawler was told and given, hash-chained in {evidence}:
+    .venv/bin/sonicshield evidence verify --dir {evidence}
+    .venv/bin/sonicshield evidence report --dir {evidence} --out report.html
 
   Stop with Ctrl-C.
 """
@@ -64,7 +77,8 @@ async def _run(args: argparse.Namespace, rules: LiveRules, settings: Settings) -
         await web.TCPSite(store_runner, args.host, args.store_port).start()
 
         def ready(proxy: list[str], admin: list[str]) -> None:
-            print(_banner(proxy[0], admin[0] if admin else "-", f"{args.host}:{args.store_port}"),
+            print(_banner(proxy[0], admin[0] if admin else "-", f"{args.host}:{args.store_port}",
+                          settings.evidence.dir),
                   flush=True)
 
         await serve(settings, rules, with_admin=True, reuse_port=False, on_ready=ready)

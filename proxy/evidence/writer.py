@@ -1,0 +1,521 @@
+"""The evidence writer: one task, one thread, one chain per proxy process.
+
+The hot path only decides whether an exchange is evidence and appends it to a bounded queue
+(`submit`). A task wakes every FLUSH seconds and hands the queue to one writer thread, which
+builds the records, seals them into the chain (chain.py), appends them with one write per
+batch and fsyncs as the policy says.
+
+Recorded: every exchange whose verdict is not allow (shadow verdicts too), every fetch of
+robots.txt, tdmrep.json and ai.txt, every trap-link hit, every request seen violating
+robots.txt, and a sample of the rest (`allowed_sample`); the rest is counted by content kind and
+UA class in the periodic checkpoint records. The full text of each robots.txt and tdmrep.json
+served is written once per file, before the first record that names its hash.
+
+Failure never stops the proxy. A full disk or an unwritable folder: the batch is lost and
+counted (the part of it that did land is cut back off, so the file ends on a whole record and
+no record already written is touched), the condition is logged once a minute, and when a write
+succeeds again a "gap" record says how many records were lost, from when to when and why;
+`evidence verify` shows it as a gap, not as tampering.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import concurrent.futures
+import contextlib
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import time
+from typing import Any
+
+from .. import __version__
+from ..exchange import Action, ContentKind, Exchange
+from ..keys import load_or_create_key
+from ..logs import log_event
+from ..metrics import Metrics
+from ..rights import Rights
+from ..robots import CanonicalRobots
+from ..settings import EvidenceSettings
+from ..signals.network import AsnDatabase
+from .chain import (
+    CHAIN_NAME,
+    GENESIS,
+    Broken,
+    chain_files,
+    checkpoint_mac,
+    day_of,
+    file_name,
+    head_mac,
+    head_path,
+    iso,
+    seal,
+    unseal,
+)
+
+log = logging.getLogger("sonicshield.evidence")
+
+FLUSH = 0.1  # seconds between batches
+REPORT_EVERY = 60.0  # seconds between two log lines about the same failure
+_TAIL = 1 << 16  # bytes read back from the newest file at start
+_VARIANT_HASHES = 4096
+
+# (why it is evidence, the exchange, the robots.txt served, the rights in force)
+Item = tuple[str, Exchange, CanonicalRobots, Rights | None]
+
+
+class EvidenceError(Exception):
+    """The evidence log cannot be used at all: another process writes this chain."""
+
+
+class EvidenceLog:
+    def __init__(self, settings: EvidenceSettings, chain: str, metrics: Metrics,
+                 asn: AsnDatabase | None = None) -> None:
+        if not CHAIN_NAME.match(chain):
+            raise ValueError(f"bad chain name {chain!r}")
+        self.settings, self.chain, self.metrics, self.asn = settings, chain, metrics, asn
+        self.dir = settings.dir
+        self._queue: collections.deque[Item] = collections.deque()
+        self._sample_every = round(1 / settings.allowed_sample) if settings.allowed_sample else 0
+        self._allowed = 0
+        self._summary: collections.Counter[str] = collections.Counter()
+        self._queue_dropped = 0
+        self._queue_full = metrics.evidence_dropped.labels("queue-full")
+        self._write_failed = metrics.evidence_dropped.labels("write-failed")
+        self._thread = concurrent.futures.ThreadPoolExecutor(1, "evidence-writer")
+        self._task: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
+        self._last_checkpoint = time.monotonic()
+        # below: the writer thread's own
+        self._lock_fd = -1
+        self._fd = -1
+        self._file = ""
+        self._day = ""
+        self._size = 0
+        self._opening: dict[str, Any] | None = None  # the "open" record not yet on disk
+        self.seq = 0  # the next record's number
+        self.h = GENESIS  # the newest record's hash
+        self._key = b""
+        self._torn: dict[str, Any] | None = None
+        self._since_checkpoint = 0
+        self._last_fsync = time.monotonic()
+        self._published: set[str] = set()  # declaration texts already in the current file
+        self._variant_hashes: dict[tuple[tuple[str, int, int], ...], str | None] = {}
+        self._tdmrep: tuple[Rights | None, str] = (None, "")
+        self._lost = 0  # records lost since the last successful write
+        self._lost_since = 0.0
+        self._lost_reason = ""
+        self._last_report = float("-inf")
+
+    # ---- the hot path ------------------------------------------------------------------
+
+    def submit(self, ex: Exchange, robots: CanonicalRobots, rights: Rights | None,
+               trapped: bool) -> None:
+        """Queue `ex` if it is evidence; count it otherwise."""
+        signals = ex.signals
+        if trapped:
+            reason = "trap"
+        elif ex.variant in ("robots.txt", "declaration"):
+            reason = "declaration"
+        elif ex.verdict.action is not Action.ALLOW:
+            reason = "verdict"
+        elif signals is not None and signals.robots.startswith("violated"):
+            reason = "robots-violation"
+        else:
+            self._allowed += 1
+            if self._sample_every and self._allowed % self._sample_every == 0:
+                reason = "sample"
+            else:
+                kind = "other" if signals is None else f"{signals.content} {signals.ua_class}"
+                self._summary[kind] += 1
+                return
+        if len(self._queue) >= self.settings.queue:
+            self._queue_dropped += 1
+            self._queue_full.inc()
+            return
+        self._queue.append((reason, ex, robots, rights))
+        if len(self._queue) >= 1024:
+            self._wake.set()
+
+    # ---- the task ------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Take the chain and find where it ended; EvidenceError when another process holds
+        it. Any other trouble (an unwritable folder) is logged and retried at every batch."""
+        await asyncio.get_running_loop().run_in_executor(self._thread, self._take_chain)
+        self._task = asyncio.create_task(self._run(), name="evidence-writer")
+
+    async def _run(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), FLUSH)
+            self._wake.clear()
+            await self.flush()
+
+    def _take(self, closing: bool) -> tuple[list[Item], dict[str, int] | None, int, bool]:
+        batch = list(self._queue)
+        self._queue.clear()
+        summary = None
+        now = time.monotonic()
+        if closing or now - self._last_checkpoint >= self.settings.checkpoint_interval:
+            summary, self._summary = dict(sorted(self._summary.items())), collections.Counter()
+            self._last_checkpoint = now
+        dropped, self._queue_dropped = self._queue_dropped, 0
+        return batch, summary, dropped, closing
+
+    async def flush(self) -> None:
+        """Write what is queued now (the task does this every FLUSH seconds anyway)."""
+        await asyncio.get_running_loop().run_in_executor(
+            self._thread, self._flush, *self._take(closing=False))
+
+    async def aclose(self) -> None:
+        """Write what is queued, a last checkpoint and a "close" record."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._thread, self._flush, *self._take(closing=True))
+        await loop.run_in_executor(self._thread, self._release)
+        self._thread.shutdown(wait=True)
+
+    # ---- the writer thread -------------------------------------------------------------
+
+    def _take_chain(self) -> None:
+        try:
+            self._lock()
+        except OSError as exc:
+            self._lose(0, f"cannot use the evidence folder: {exc.strerror or exc}", time.time())
+
+    def _lock(self) -> None:
+        """One writer per chain (flock), the chain key, and where the chain ended."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.dir / f".{self.chain}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise EvidenceError(
+                f"evidence log {self.dir}: chain '{self.chain}' is being written by another "
+                "process (give each proxy its own evidence.dir)") from None
+        try:
+            self._key = load_or_create_key(self.settings.key, "evidence chain key")
+        except ValueError as exc:  # a short key file: the chain is written, unsigned
+            log_event(log, logging.ERROR, "evidence-key-unusable", error=str(exc),
+                      effect="checkpoints and the head are not signed")
+        self._recover()
+        self._lock_fd = fd
+
+    def _recover(self) -> None:
+        files = chain_files(self.dir).get(self.chain, [])
+        if not files:
+            return
+        last = files[-1]
+        self._file = last.path.name
+        with last.path.open("rb") as f:
+            size = f.seek(0, os.SEEK_END)
+            f.seek(max(0, size - _TAIL))
+            tail = f.read()
+        end = tail.rfind(b"\n")
+        if end + 1 < len(tail):  # the writer stopped in the middle of a record
+            fragment = tail[end + 1:]
+            self._torn = {"file": last.path.name, "offset": size - len(fragment),
+                          "bytes": len(fragment), "sha256": hashlib.sha256(fragment).hexdigest()}
+            tail = tail[:end + 1]
+        if not tail:  # nothing whole in the newest file: it was opened for this seq
+            self.seq = last.first_seq
+            return
+        start = tail.rfind(b"\n", 0, len(tail) - 1) + 1
+        try:
+            record = unseal(tail[start:-1])
+        except Broken as exc:
+            log_event(log, logging.ERROR, "evidence-chain-unreadable", file=str(last.path),
+                      error=str(exc), effect="the chain goes on from an unknown record; "
+                      "'sonicshield evidence verify' will show the break")
+            self.seq = last.first_seq
+            return
+        self.seq, self.h = record["seq"] + 1, record["h"]
+
+    def _flush(self, batch: list[Item], summary: dict[str, int] | None, queue_dropped: int,
+               closing: bool) -> None:
+        now = time.time()
+        if queue_dropped:
+            self._lose(queue_dropped, "the writer's queue was full", now)
+        records: list[dict[str, Any]] = []
+        for item in batch:
+            try:
+                records.append(self._exchange_record(*item))
+            except Exception as exc:  # a bug must cost one record, never the log
+                log.exception("evidence record for exchange %s failed", item[1].id)
+                self._lose(1, f"a record could not be built: {exc!r}", now)
+        if summary is not None:
+            records.append({"kind": "checkpoint", "records": self._since_checkpoint
+                            + len(records), "allowed": summary})
+        if closing:
+            records.append({"kind": "close"})
+        if records or self._lost:
+            self._write(records, now)
+
+    def _write(self, records: list[dict[str, Any]], now: float) -> None:
+        """Seal and append the batch; on failure lose it whole and keep the chain as it was."""
+        try:
+            if self._lock_fd < 0:
+                self._lock()
+            self._rotate(now)
+        except (OSError, EvidenceError) as exc:
+            self._lose(len(records), getattr(exc, "strerror", None) or str(exc), now)
+            return
+        first: list[dict[str, Any]] = []
+        if self._opening is not None:
+            first.append(self._opening)
+        if self._lost:
+            first.append({"kind": "gap", "dropped": self._lost, "from": iso(self._lost_since),
+                          "to": iso(now), "reason": self._lost_reason})
+        seq, h = self.seq, self.h
+        published = set(self._published)
+        lines: list[bytes] = []
+        kinds: collections.Counter[str] = collections.Counter()
+        for record in first + records:
+            if record["kind"] == "exchange":
+                record = dict(record)
+                for text in self._texts(record.pop("_texts"), published):
+                    line, h = self._seal(text, seq, h, now)
+                    lines.append(line)
+                    seq += 1
+                    kinds["declarations"] += 1
+            line, h = self._seal(record, seq, h, now)
+            lines.append(line)
+            seq += 1
+            kinds[record["kind"]] += 1
+        try:
+            self._append(b"".join(lines))
+        except OSError as exc:
+            self._lose(len(records), exc.strerror or str(exc), now)
+            return
+        self.seq, self.h, self._published, self._opening = seq, h, published, None
+        self._since_checkpoint += kinds["exchange"]
+        if kinds["checkpoint"]:
+            self._since_checkpoint = 0
+        if self._lost:
+            log_event(log, logging.WARNING, "evidence-writing-again", dropped=self._lost,
+                      since=iso(self._lost_since))
+            self._lost = 0
+        for kind, n in kinds.items():
+            self.metrics.evidence_records.labels(kind).inc(n)
+        self._sync()
+
+    def _seal(self, record: dict[str, Any], seq: int, prev: str, now: float
+              ) -> tuple[bytes, str]:
+        record = {"seq": seq, "t": record.get("t") or iso(now), **record}
+        if record["kind"] == "checkpoint" and self._key:
+            record["mac"] = checkpoint_mac(self._key, self.chain, seq, prev)
+        return seal(record, prev)
+
+    def _rotate(self, now: float) -> None:
+        """A new file when there is none, the current one is full or the UTC day changed;
+        its "open" record waits in self._opening until it is on disk."""
+        s = self.settings
+        day = day_of(now)
+        if self._fd >= 0 and (self._size < s.rotate_bytes or self._opening is not None) and (
+                not s.rotate_daily or day == self._day):
+            return
+        for n in range(1000):
+            name = file_name(self.chain, self.seq, now, n)
+            try:
+                fd = os.open(self.dir / name, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL,
+                             0o644)
+                break
+            except FileExistsError:
+                continue
+        else:
+            raise OSError(f"no free file name for record {self.seq} in {self.dir}")
+        if self._fd >= 0:
+            self._sync(force=True)
+            os.close(self._fd)
+        previous, self._file = self._file or None, name
+        self._fd, self._day, self._size = fd, day, 0
+        self._published = set()
+        self._opening = {"kind": "open", "chain": self.chain, "file": name,
+                         "previous": previous, "pid": os.getpid(), "version": __version__}
+        if self._torn is not None:
+            self._opening["torn"], self._torn = self._torn, None
+
+    def _append(self, data: bytes) -> None:
+        view = memoryview(data)
+        written = 0
+        try:
+            while written < len(data):
+                written += os.write(self._fd, view[written:])
+        except OSError:
+            # cut off what part of the batch did land: the file ends on a whole record again
+            with contextlib.suppress(OSError):
+                os.ftruncate(self._fd, self._size)
+            raise
+        self._size += len(data)
+
+    def _sync(self, force: bool = False) -> None:
+        policy, mono = self.settings.fsync, time.monotonic()
+        if force or policy == "always" or (
+                policy == "interval" and mono - self._last_fsync >= self.settings.fsync_interval):
+            try:
+                os.fsync(self._fd)
+            except OSError as exc:
+                self._report(f"fsync failed: {exc.strerror}", time.time())
+            self._last_fsync = mono
+        self._write_head()
+
+    def _write_head(self) -> None:
+        """CHAIN.head: the newest record, signed; replaced whole (a failure keeps the old)."""
+        seq = self.seq - 1
+        head: dict[str, Any] = {"chain": self.chain, "seq": seq, "h": self.h,
+                                "file": self._file}
+        if self._key:
+            head["mac"] = head_mac(self._key, self.chain, seq, self.h)
+        path = head_path(self.dir, self.chain)
+        tmp = path.with_name(f".{path.name}.tmp")
+        try:
+            tmp.write_text(json.dumps(head) + "\n")
+            os.replace(tmp, path)
+        except OSError:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+
+    def _lose(self, n: int, reason: str, now: float) -> None:
+        """Records that will never be written: counted, reported, and named by the next gap
+        record (queue drops were counted by submit already)."""
+        if n and not self._lost:
+            self._lost_since = now
+        self._lost += n
+        self._lost_reason = reason
+        if n and "queue" not in reason:
+            self._write_failed.inc(n)
+        self._report(reason, now)
+
+    def _report(self, reason: str, now: float) -> None:
+        if now - self._last_report >= REPORT_EVERY:
+            self._last_report = now
+            log_event(log, logging.ERROR, "evidence-write-failed", error=reason,
+                      dropped=self._lost, folder=str(self.dir),
+                      effect="records are counted as dropped until writing works again")
+
+    def _release(self) -> None:
+        if self._fd >= 0:
+            with contextlib.suppress(OSError):
+                os.fsync(self._fd)
+            os.close(self._fd)
+            self._fd = -1
+        if self._lock_fd >= 0:
+            os.close(self._lock_fd)
+            self._lock_fd = -1
+
+    # ---- records ---------------------------------------------------------------------
+
+    def _exchange_record(self, reason: str, ex: Exchange, robots: CanonicalRobots,
+                         rights: Rights | None) -> dict[str, Any]:
+        s = ex.signals
+        asn, org = (s.asn, s.org) if s is not None and s.asn else (
+            self.asn.lookup(ex.client.ip) if self.asn is not None else (0, ""))
+        agent = s.agent if s is not None else ""
+        record: dict[str, Any] = {
+            "t": iso(ex.wall), "kind": "exchange", "reason": reason, "id": ex.id,
+            "client": {"ip": ex.client.ip, "asn": asn, "org": org,
+                       "verified": s.verified if s is not None else ""},
+            "ua": s.ua if s is not None else "",
+            "method": ex.method,
+            "url": ex.path + ("?" + ex.query if ex.query else ""),
+            "host": ex.client.host,
+            "status": ex.status, "bytes": ex.bytes_out, "ms": round(ex.duration_ms, 1),
+            "verdict": {"action": ex.verdict.action.value, "origin": ex.verdict.origin,
+                        "rule": ex.verdict.rule_hash, "shadow": ex.verdict.shadow},
+        }
+        if s is not None:
+            record["signals"] = {
+                "content": s.content.value, "ua_class": s.ua_class, "agent": s.agent,
+                "operator": s.operator, "purpose": s.purpose, "robots": s.robots,
+                "headers": list(s.headers), "behaviour": round(s.behaviour_score, 3),
+                "flags": list(s.behaviour_flags), "datacenter": s.datacenter,
+                "trapped": s.trapped,
+            }
+        # what the client had been told: the robots.txt in force (and whether it forbids this
+        # path to this agent), the TDMRep file and the headers on this very response
+        # (the declarations themselves are everyone's to read, whatever robots.txt says)
+        declaration = ex.variant in ("robots.txt", "declaration") or (
+            s is not None and s.content is ContentKind.DECLARATION)
+        record["robots"] = {
+            "sha256": robots.sha256,
+            "disallowed": not declaration and not robots.allows(ex.path, agent),
+        }
+        declarations: dict[str, Any] = {"robots_sha256": robots.sha256}
+        if rights is not None:
+            declarations["tdmrep_sha256"] = self._tdmrep_text(rights)[1]
+            declarations["headers"] = dict(rights.headers(ex.path))
+        record["declarations"] = declarations
+        record["variant"] = self._variant(ex)
+        if ex.error:
+            record["error"] = ex.error
+        record["_texts"] = (robots, rights)
+        return record
+
+    def _tdmrep_text(self, rights: Rights) -> tuple[str, str]:
+        if self._tdmrep[0] is not rights:
+            text = rights.tdmrep()
+            self._tdmrep = (rights, text)
+        text = self._tdmrep[1]
+        return text, hashlib.sha256(text.encode()).hexdigest()
+
+    def _texts(self, texts: tuple[CanonicalRobots, Rights | None], published: set[str]
+               ) -> list[dict[str, Any]]:
+        """The texts behind the hashes an exchange record names, once per file."""
+        robots, rights = texts
+        out = []
+        if robots.sha256 not in published:
+            published.add(robots.sha256)
+            out.append({"kind": "declarations", "name": "robots.txt", "sha256": robots.sha256,
+                        "text": robots.text})
+        if rights is not None:
+            text, digest = self._tdmrep_text(rights)
+            if digest not in published:
+                published.add(digest)
+                out.append({"kind": "declarations", "name": "tdmrep.json", "sha256": digest,
+                            "text": text})
+        return out
+
+    def _variant(self, ex: Exchange) -> dict[str, Any]:
+        variant: dict[str, Any] = {"kind": ex.variant}
+        served = ex.served
+        if served is not None:
+            variant["key"] = served.key
+            if served.mark is not None:
+                variant["watermark"] = f"{served.mark:016x}"
+            variant["sha256"] = self._variant_sha256(served.pieces)
+        return variant
+
+    def _variant_sha256(self, pieces: tuple[tuple[str, int, int], ...]) -> str | None:
+        """The SHA-256 of the whole variant the client was given (None when its files left
+        the cache before the writer got to them)."""
+        if pieces in self._variant_hashes:
+            return self._variant_hashes[pieces]
+        digest = hashlib.sha256()
+        value: str | None = None
+        try:
+            with contextlib.ExitStack() as stack:
+                files: dict[str, Any] = {}
+                for path, start, end in pieces:
+                    f = files.get(path)
+                    if f is None:
+                        f = files[path] = stack.enter_context(open(path, "rb"))
+                    f.seek(start)
+                    data = f.read(end - start)
+                    if len(data) != end - start:
+                        raise OSError(f"{path} is shorter than recorded")
+                    digest.update(data)
+            value = digest.hexdigest()
+        except OSError:
+            pass
+        if len(self._variant_hashes) >= _VARIANT_HASHES:
+            self._variant_hashes.clear()
+        self._variant_hashes[pieces] = value
+        return value
