@@ -12,7 +12,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -63,6 +63,33 @@ def wait_for_port(
         except OSError:
             time.sleep(0.05)
     raise TimeoutError(f"nothing listening on {host}:{port} after {timeout}s")
+
+
+async def wait_for_records(folder: Path, what: str, count: int, timeout: float = 20.0
+                           ) -> list[dict]:
+    """The evidence records whose variant kind (or "watermark" for marked copies) is `what`,
+    once there are `count` of them: the writer writes every 0.1 s, off the request path."""
+    import asyncio
+    import json
+
+    from proxy.evidence.chain import chain_files
+
+    deadline = time.monotonic() + timeout
+    found: list[dict] = []
+    while time.monotonic() < deadline:
+        found = []
+        for files in chain_files(folder).values():
+            for f in files:
+                for line in f.path.read_bytes().splitlines():
+                    r = json.loads(line)
+                    variant = r.get("variant") or {}
+                    if r["kind"] == "exchange" and (
+                            variant.get("kind") == what or what in variant):
+                        found.append(r)
+        if len(found) >= count:
+            return found
+        await asyncio.sleep(0.05)
+    raise TimeoutError(f"{len(found)} of {count} '{what}' evidence records after {timeout} s")
 
 
 @pytest.fixture(scope="session")
@@ -126,7 +153,8 @@ async def run_proxy() -> AsyncIterator:
 class ProxyProcess:
     """`python -m proxy run` in a subprocess, for memory, signal and socket-level tests."""
 
-    def __init__(self, tmp: Path, config: str, port: int, admin_port: int | None = None) -> None:
+    def __init__(self, tmp: Path, config: str, port: int, admin_port: int | None = None,
+                 preexec: Callable[[], None] | None = None) -> None:
         self.config = tmp / "sonicshield.yaml"
         self.config.write_text(config)
         self.stderr_path = tmp / "proxy.stderr"
@@ -138,6 +166,7 @@ class ProxyProcess:
             stdout=subprocess.DEVNULL,
             stderr=self._stderr,
             cwd=ROOT,
+            preexec_fn=preexec,
         )
         try:
             wait_for_port("127.0.0.1", port, proc=self.proc)
@@ -196,13 +225,13 @@ def spawn_proxy(tmp_path: Path) -> Iterator:
 
     def spawn(
         upstream: str, extra: str = "", admin: bool = False, admin_token: str | None = None,
-        rules_dir: Path = PASSTHROUGH_RULES,
+        rules_dir: Path = PASSTHROUGH_RULES, preexec: Callable[[], None] | None = None,
     ) -> ProxyProcess:
         port = free_port()
         admin_port = free_port() if admin else None
         config = proxy_config(upstream, port, admin_port=admin_port, admin_token=admin_token,
                               rules_dir=rules_dir, extra=extra)
-        p = ProxyProcess(tmp_path / f"p{len(started)}", config, port, admin_port)
+        p = ProxyProcess(tmp_path / f"p{len(started)}", config, port, admin_port, preexec)
         started.append(p)
         return p
 

@@ -18,12 +18,11 @@ from aiohttp import web
 from proxy.audio import codec, watermark
 from proxy.audio.formats import AudioFormat
 from proxy.cli import main
-from proxy.logs import JsonFormatter
 from proxy.rules import LiveRules, load_rules
-from proxy.settings import AudioSettings
+from proxy.settings import AudioSettings, EvidenceSettings
 
 from .audio_tools import decode_errors, make_sources
-from .conftest import proxy_settings
+from .conftest import proxy_settings, wait_for_records
 
 RULES = Path(__file__).resolve().parent / "fixtures" / "countermeasures"
 SECRET = b"a test secret of 32 bytes, fixed"
@@ -116,7 +115,7 @@ def test_the_mark_is_faint(pair):
 
 
 async def test_marked_copies_through_the_proxy_and_their_trace(
-        aiohttp_server, run_proxy, tmp_path, caplog, capsys):
+        aiohttp_server, run_proxy, tmp_path, capsys):
     original = make_sources(tmp_path / "src", seconds=40.0, seed=9)["mp3"]
 
     async def store(request: web.Request) -> web.StreamResponse:
@@ -128,10 +127,10 @@ async def test_marked_copies_through_the_proxy_and_their_trace(
     key = tmp_path / "watermark.key"
     settings = proxy_settings(f"http://127.0.0.1:{upstream.port}", rules_dir=RULES,
                               audio=AudioSettings(cache_dir=tmp_path / "v", workers=1,
-                                                  watermark_key=key))
+                                                  watermark_key=key),
+                              evidence=EvidenceSettings(dir=tmp_path / "evidence"))
     base = await run_proxy(settings, LiveRules(load_rules(RULES)))
     bodies = {}
-    caplog.set_level(logging.INFO, logger="sonicshield.access")
     for source in ("127.0.0.2", "127.0.0.3"):
         connector = aiohttp.TCPConnector(local_addr=(source, 0))
         async with aiohttp.ClientSession(connector=connector) as s:
@@ -152,21 +151,20 @@ async def test_marked_copies_through_the_proxy_and_their_trace(
     assert bodies["127.0.0.2"] != bodies["127.0.0.3"]
     assert len(bodies["127.0.0.2"]) == len(bodies["127.0.0.3"])
     assert original.read_bytes() not in bodies.values()
-    log = tmp_path / "access.log"
-    formatter = JsonFormatter()
-    log.write_text("".join(formatter.format(r) + "\n" for r in caplog.records
-                           if r.name == "sonicshield.access"))
+    await wait_for_records(tmp_path / "evidence", "watermark", 6)  # 2 clients, 3 GETs each
     suspect = tmp_path / "leak.mp3"
     suspect.write_bytes(bodies["127.0.0.3"])
     leak = reencode(suspect, tmp_path / "leak128.mp3", "-c:a", "libmp3lame", "-b:a", "128k")
     capsys.readouterr()
     assert main(["trace", str(leak), "--original", str(original), "--key", str(key),
-                 "--log", str(log)]) == 0
+                 "--evidence", str(tmp_path / "evidence")]) == 0
     out = capsys.readouterr().out
-    # the leak is traced to the one encounter that received it: 127.0.0.3's first, whole GET
+    # the leak is traced to the encounters that received it: 127.0.0.3's whole GET and its
+    # two ranged reads of the same copy
     served = [line for line in out.splitlines() if line.startswith("served")]
-    assert len(served) == 3  # its whole copy and its two ranged reads
+    assert len(served) == 3
     assert all(" to 127.0.0.3 GET /mark/track.mp3 " in line for line in served)
+    assert all(" variant=watermark " in line for line in served)
     assert "matches   3 in" in out
 
 

@@ -80,17 +80,20 @@ async def send_variant(
     count = last - first + 1 if size else 0
     resp.content_length = count
     ex.status = resp.status
-    await resp.prepare(request)
-    if request.method != "HEAD" and count:
-        position = 0  # where the current piece starts in the whole body
-        for path, start, end in pieces:
-            lo, hi = max(first, position), min(last + 1, position + end - start)
-            if lo < hi:
-                with path.open("rb") as f:
-                    await _sendfile(request, resp, f, start + lo - position, hi - lo)
-                ex.bytes_out += hi - lo
-            position += end - start
-    await resp.write_eof()
+    try:
+        await resp.prepare(request)
+        if request.method != "HEAD" and count:
+            position = 0  # where the current piece starts in the whole body
+            for path, start, end in pieces:
+                lo, hi = max(first, position), min(last + 1, position + end - start)
+                if lo < hi:
+                    with path.open("rb") as f:
+                        await _sendfile(request, resp, f, start + lo - position, hi - lo)
+                    ex.bytes_out += hi - lo
+                position += end - start
+        await resp.write_eof()
+    except ConnectionError:  # the client went away (while the variant was made, or sent)
+        ex.error = "client-abort"
     return resp
 
 

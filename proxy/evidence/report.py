@@ -177,8 +177,9 @@ def build_report(directory: Path, checks: list[ChainCheck]) -> Report:
     report = Report(directory, checks, unreadable=bad)
     # several chains (workers) interleave: time order, for "fetched, then violated"
     records.sort(key=lambda r: r["t"])
-    robots_read: dict[str, tuple[str, str]] = {}  # client -> (first fetch time, sha256)
-    open_violations: dict[str, Violation] = {}
+    # a client is an address and the User-Agent it gives: (first robots.txt fetch, sha256)
+    robots_read: dict[tuple[str, str], tuple[str, str]] = {}
+    open_violations: dict[tuple[str, str], Violation] = {}
     for r in records:
         kind = r.get("kind")
         if kind == "declarations":
@@ -192,6 +193,7 @@ def build_report(directory: Path, checks: list[ChainCheck]) -> Report:
             continue
         report.records += 1
         t, ip = r["t"], r["client"]["ip"]
+        client = (ip, str(r.get("ua", "")))
         report.first = report.first or t
         report.last = t
         name = agent_name(r)
@@ -204,17 +206,17 @@ def build_report(directory: Path, checks: list[ChainCheck]) -> Report:
         if path == "/robots.txt" and r.get("status") == 200:
             for g in groups:
                 g.robots_fetches += 1
-            robots_read.setdefault(ip, (t, str((r.get("robots") or {}).get("sha256", ""))))
+            robots_read.setdefault(client, (t, str((r.get("robots") or {}).get("sha256", ""))))
         elif (r.get("robots") or {}).get("disallowed"):
             for g in groups:
                 g.violations += 1
-            if ip in robots_read:
+            if client in robots_read:
                 for g in groups:
                     g.after_reading += 1
-                seen = open_violations.get(ip)
+                seen = open_violations.get(client)
                 if seen is None:
-                    fetched, sha = robots_read[ip]
-                    seen = open_violations[ip] = Violation(
+                    fetched, sha = robots_read[client]
+                    seen = open_violations[client] = Violation(
                         ip, name, fetched, sha, t, str(r.get("url")), r["verdict"]["action"],
                         count=0)
                     report.violations.append(seen)

@@ -24,6 +24,7 @@ import asyncio
 import collections
 import concurrent.futures
 import contextlib
+import errno
 import fcntl
 import hashlib
 import json
@@ -95,6 +96,7 @@ class EvidenceLog:
         self._file = ""
         self._day = ""
         self._size = 0
+        self._full = False  # the file system refuses to let the current file grow
         self._opening: dict[str, Any] | None = None  # the "open" record not yet on disk
         self.seq = 0  # the next record's number
         self.h = GENESIS  # the newest record's hash
@@ -293,6 +295,9 @@ class EvidenceLog:
         try:
             self._append(b"".join(lines))
         except OSError as exc:
+            # a file-size limit (EFBIG, RLIMIT_FSIZE) is this file's: the next batch starts
+            # another; a full disk waits for room
+            self._full = exc.errno == errno.EFBIG
             self._lose(len(records), exc.strerror or str(exc), now)
             return
         self.seq, self.h, self._published, self._opening = seq, h, published, None
@@ -319,9 +324,11 @@ class EvidenceLog:
         its "open" record waits in self._opening until it is on disk."""
         s = self.settings
         day = day_of(now)
-        if self._fd >= 0 and (self._size < s.rotate_bytes or self._opening is not None) and (
+        if self._fd >= 0 and not self._full and (
+                self._size < s.rotate_bytes or self._opening is not None) and (
                 not s.rotate_daily or day == self._day):
             return
+        self._full = False
         for n in range(1000):
             name = file_name(self.chain, self.seq, now, n)
             try:
