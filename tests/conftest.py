@@ -65,7 +65,7 @@ def wait_for_port(
     raise TimeoutError(f"nothing listening on {host}:{port} after {timeout}s")
 
 
-async def wait_for_records(folder: Path, what: str, count: int, timeout: float = 20.0
+async def wait_for_records(folder: Path, what: str, count: int, within: float = 20.0
                            ) -> list[dict]:
     """The evidence records whose variant kind (or "watermark" for marked copies) is `what`,
     once there are `count` of them: the writer writes every 0.1 s, off the request path."""
@@ -74,7 +74,7 @@ async def wait_for_records(folder: Path, what: str, count: int, timeout: float =
 
     from proxy.evidence.chain import chain_files
 
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + within
     found: list[dict] = []
     while time.monotonic() < deadline:
         found = []
@@ -89,7 +89,7 @@ async def wait_for_records(folder: Path, what: str, count: int, timeout: float =
         if len(found) >= count:
             return found
         await asyncio.sleep(0.05)
-    raise TimeoutError(f"{len(found)} of {count} '{what}' evidence records after {timeout} s")
+    raise TimeoutError(f"{len(found)} of {count} '{what}' evidence records after {within} s")
 
 
 @pytest.fixture(scope="session")
