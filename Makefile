@@ -36,6 +36,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.audio
 	$(BIN)/python -m bench.poison
 	$(BIN)/python -m bench.flood
+	$(BIN)/python -m bench.evidence
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info

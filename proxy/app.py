@@ -91,7 +91,8 @@ def build_app(
     app[VERIFIER] = CrawlerVerifier()
     app[AUDIO] = Countermeasures.from_settings(settings.audio)
     if settings.evidence.enabled:
-        app[EVIDENCE] = EvidenceLog(settings.evidence, chain, app[METRICS], app[ASN])
+        app[EVIDENCE] = EvidenceLog(settings.evidence, chain, app[METRICS],
+                                    settings.network.asn_database, settings.log)
         app.cleanup_ctx.append(_evidence_ctx)
     app.cleanup_ctx.append(_upstream_ctx)
     app.router.add_route("*", "/{tail:.*}", handle)

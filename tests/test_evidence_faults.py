@@ -7,6 +7,7 @@ allowed, a file-size limit (RLIMIT_FSIZE) on the proxy process plays the full di
 
 from __future__ import annotations
 
+import asyncio
 import re
 import resource
 import subprocess
@@ -90,19 +91,22 @@ async def test_a_full_disk_loses_no_written_record_and_never_stops_the_proxy(
                 async with s.get(f"{proxy.url}/blocked/{len(statuses)}-{i}") as r:
                     statuses.append(r.status)
 
-        # fill the disk: every request is refused, and so recorded
-        for _ in range(60):
-            await requests(25)
+        # fill the disk: every request is refused, and so recorded (the writer reports each
+        # batch after it is written, every 0.1 s: a short pause between polls lets it)
+        for _ in range(200):
+            await requests(10)
             if await metric(s, admin, dropped) > 0:
                 break
+            await asyncio.sleep(0.02)
         assert await metric(s, admin, dropped) > 0, "the disk never filled"
         written = {p: p.read_bytes() for p in small_disk.evidence.glob("*.jsonl")}
         await requests(25)  # while full
         small_disk.make_room()
-        for _ in range(60):
-            await requests(5)
+        for _ in range(200):
+            await requests(2)
             if await metric(s, admin, gaps) > 0:
                 break
+            await asyncio.sleep(0.05)
         assert await metric(s, admin, gaps) == 1, "writing never resumed"
     assert set(statuses) == {403}  # every request answered as the rules say, full disk or not
     assert proxy.stop() == 0

@@ -1,0 +1,199 @@
+"""The evidence log's two targets.
+
+`python -m bench.evidence` measures:
+
+1. verify: the real writer writes 1,000,000 exchange records (GPTBot refusals, as the proxy
+   would record them); then `sonicshield evidence verify` reads the chain back, in its own
+   process: wall time, records per second.
+2. the writer's cost to listeners: SonicShield (shipped rules, evidence on) runs in this process
+   in front of a store in another; a listener process sends 1 KiB page requests at a fixed
+   rate (300/s, open loop) and times each. In alternate phases a task inside the proxy hands the
+   evidence writer 5,000 records a second, as a refused crawler swarm would. Listener p50 and
+   p99, writer off and on, three rounds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from aiohttp import web
+
+from proxy.app import build_app, runner_kwargs
+from proxy.app_keys import EVIDENCE, ROBOTS, RULES
+from proxy.evidence.writer import EvidenceLog
+from proxy.exchange import Action, Client, ContentKind, Exchange, Signals, Verdict
+from proxy.rules import LiveRules, load_rules
+from proxy.server import new_event_loop
+from proxy.settings import (
+    AdminSettings,
+    AudioSettings,
+    EvidenceSettings,
+    Listen,
+    LogSettings,
+    Settings,
+    UpstreamSettings,
+)
+
+from .flood import free_port, wait_port
+
+ROOT = Path(__file__).resolve().parent.parent
+RECORDS = 1_000_000
+RATE = 5000  # evidence records a second, in the "on" phases
+LISTEN_RATE, PHASE_S = 300, 8.0
+GPTBOT = "Mozilla/5.0 (compatible; GPTBot/1.2; +https://openai.com/gptbot)"
+STORE = '''
+import sys
+from aiohttp import web
+async def page(request):
+    return web.Response(body=b"x" * 1024, content_type="text/html")
+app = web.Application()
+app.router.add_get("/{tail:.*}", page)
+web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), print=None)
+'''
+LISTENER = '''
+import asyncio, json, sys, time, aiohttp
+async def main(url, rate, seconds):
+    times = []
+    n = int(rate * seconds)
+    async with aiohttp.ClientSession(headers={"User-Agent": "Mozilla/5.0 Firefox/133.0",
+                                              "Accept-Language": "en"}) as s:
+        start = time.perf_counter() + 0.2
+        async def one(i):
+            await asyncio.sleep(max(0.0, start + i / rate - time.perf_counter()))
+            t = time.perf_counter()
+            async with s.get(url) as r:
+                await r.read()
+            times.append(time.perf_counter() - t)
+        await asyncio.gather(*(one(i) for i in range(n)))
+    print(json.dumps(times))
+asyncio.run(main(sys.argv[1], float(sys.argv[2]), float(sys.argv[3])))
+'''
+
+
+def refused(i: int) -> Exchange:
+    ip = f"198.51.{i // 250 % 250}.{i % 250}"
+    ex = Exchange(id=f"{i:016x}", client=Client(ip, ip, False, "http", "store.example"),
+                  method="GET", path=f"/stream/track-{i % 40}.mp3", query="")
+    ex.signals = Signals(content=ContentKind.AUDIO, ua=GPTBOT, ua_class="ai-crawler",
+                         agent="GPTBot", operator="OpenAI", purpose="training",
+                         robots="violated-after-reading")
+    ex.verdict = Verdict(Action.BLOCK, "rules/20-ai-crawlers.yaml:10 ai-crawler-audio", "3f9a1c")
+    ex.status, ex.bytes_out = 403, 231
+    return ex
+
+
+async def write_million(folder: Path) -> float:
+    from prometheus_client import CollectorRegistry
+
+    from proxy.metrics import Metrics
+    from proxy.robots import build_canonical
+
+    robots = build_canonical("User-agent: *\nDisallow: /cart\n", ["GPTBot"])
+    log = EvidenceLog(EvidenceSettings(dir=folder, fsync="never", allowed_sample=0.0), "main",
+                      Metrics(CollectorRegistry()))
+    await log.start()
+    started = time.perf_counter()
+    for i in range(RECORDS):
+        log.submit(refused(i), robots, None, False)
+        if i % 5000 == 4999:
+            await log.flush()
+    await log.aclose()
+    return time.perf_counter() - started
+
+
+def verify_million() -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        took = asyncio.run(write_million(folder))
+        size = sum(p.stat().st_size for p in folder.glob("*.jsonl"))
+        files = len(list(folder.glob("*.jsonl")))
+        print(f"wrote {RECORDS:,} records ({size / 1e6:.0f} MB in {files} files) in "
+              f"{took:.1f} s: {RECORDS / took:,.0f} records/s for the writer thread")
+        for run in range(3):
+            started = time.perf_counter()
+            out = subprocess.run([sys.executable, "-m", "proxy", "evidence", "verify", "--dir",
+                                  str(folder)], capture_output=True, text=True, cwd=ROOT)
+            took = time.perf_counter() - started
+            print(f"verify run {run + 1}: {took:.1f} s ({RECORDS / took:,.0f} records/s), exit "
+                  f"{out.returncode}: {out.stdout.splitlines()[0]}")
+
+
+async def listener_latency(url: str) -> list[float]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", LISTENER, url, str(LISTEN_RATE), str(PHASE_S),
+        stdout=asyncio.subprocess.PIPE)
+    out, _ = await proc.communicate()
+    return list(json.loads(out))
+
+
+async def feed(log: EvidenceLog, app: web.Application, stop: asyncio.Event) -> int:
+    """RATE records a second into the writer, in 10 ms steps, until `stop`."""
+    ruleset = app[RULES].current
+    robots = app[ROBOTS].canonical(ruleset.robots_disallowed, ruleset.robots_declarations)
+    swarm = [refused(i) for i in range(RATE)]
+    step, sent, started = RATE // 100, 0, time.perf_counter()
+    while not stop.is_set():
+        for ex in swarm[sent % RATE:sent % RATE + step]:
+            log.submit(ex, robots, ruleset.rights, False)
+        sent += step
+        await asyncio.sleep(max(0.0, started + sent / RATE - time.perf_counter()))
+    return sent
+
+
+async def writer_cost(folder: Path) -> None:
+    store_port, proxy_port = free_port(), free_port()
+    (folder / "store.py").write_text(STORE)
+    store = subprocess.Popen([sys.executable, str(folder / "store.py"), str(store_port)])
+    try:
+        await asyncio.to_thread(wait_port, store_port, store)
+        settings = Settings(
+            listen=(Listen("127.0.0.1", proxy_port),),
+            upstream=UpstreamSettings(url=f"http://127.0.0.1:{store_port}"),
+            rules_dir=ROOT / "rules", admin=AdminSettings(listen=None),
+            log=LogSettings(access_log=False),
+            audio=AudioSettings(cache_dir=folder / "variants"),
+            evidence=EvidenceSettings(dir=folder / "evidence"))
+        app = build_app(settings, LiveRules(load_rules(settings.rules_dir)))
+        runner = web.AppRunner(app, **runner_kwargs(settings))  # type: ignore[arg-type]
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", proxy_port).start()
+        url = f"http://127.0.0.1:{proxy_port}/album/a"
+        log = app[EVIDENCE]
+        try:
+            for rnd in range(3):
+                for on in (False, True):
+                    stop = asyncio.Event()
+                    before = log.seq
+                    feeder = asyncio.create_task(feed(log, app, stop)) if on else None
+                    times = await listener_latency(url)
+                    stop.set()
+                    sent = await feeder if feeder else 0
+                    await log.flush()
+                    q = statistics.quantiles(times, n=100)
+                    print(f"round {rnd + 1} writer {'on ' if on else 'off'}: {len(times)} "
+                          f"pages, p50 {q[49] * 1e3:.2f} ms, p99 {q[98] * 1e3:.2f} ms; "
+                          f"records fed {sent / PHASE_S:,.0f}/s, written "
+                          f"{log.seq - before:,}", flush=True)
+        finally:
+            await runner.cleanup()
+    finally:
+        store.terminate()
+        store.wait(30)
+
+
+def main() -> None:
+    verify_million()
+    with tempfile.TemporaryDirectory() as tmp, asyncio.Runner(
+            loop_factory=new_event_loop) as runner:
+        runner.run(writer_cost(Path(tmp)))
+
+
+if __name__ == "__main__":
+    main()
