@@ -150,7 +150,8 @@ async def feed(log: EvidenceLog, app: web.Application, stop: asyncio.Event) -> i
 async def writer_cost(folder: Path) -> None:
     store_port, proxy_port = free_port(), free_port()
     (folder / "store.py").write_text(STORE)
-    store = subprocess.Popen([sys.executable, str(folder / "store.py"), str(store_port)])
+    store = await asyncio.to_thread(
+        subprocess.Popen, [sys.executable, str(folder / "store.py"), str(store_port)])
     try:
         await asyncio.to_thread(wait_port, store_port, store)
         settings = Settings(
@@ -185,7 +186,7 @@ async def writer_cost(folder: Path) -> None:
             await runner.cleanup()
     finally:
         store.terminate()
-        store.wait(30)
+        await asyncio.to_thread(store.wait, 30)
 
 
 def main() -> None:

@@ -26,6 +26,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
 
+import orjson
+
 GENESIS = "0" * 64
 _SUFFIX_LEN = len(',"h":"') + 64 + len('"}')
 _FILE = re.compile(
@@ -36,9 +38,9 @@ CHAIN_NAME = re.compile(r"^[a-z0-9_]{1,32}$")
 def seal(record: dict[str, Any], prev: str) -> tuple[bytes, str]:
     """The record's line (with its newline) and its hash."""
     record["prev"] = prev
-    body = json.dumps(record, separators=(",", ":"), ensure_ascii=False)
-    h = hashlib.sha256(body.encode()).hexdigest()
-    return f'{body[:-1]},"h":"{h}"}}\n'.encode(), h
+    body = orjson.dumps(record)
+    h = hashlib.sha256(body).hexdigest()
+    return b"%s,\"h\":\"%s\"}\n" % (body[:-1], h.encode()), h
 
 
 class Broken(ValueError):
@@ -51,8 +53,8 @@ def unseal(line: bytes) -> dict[str, Any]:
         raise Broken("not a sealed record (no hash at its end)")
     body = line[:-_SUFFIX_LEN] + b"}"
     try:
-        record = json.loads(line)
-    except (json.JSONDecodeError, UnicodeDecodeError):
+        record = orjson.loads(line)
+    except orjson.JSONDecodeError:
         raise Broken("not valid JSON") from None
     if not isinstance(record, dict):
         raise Broken("not a JSON object")

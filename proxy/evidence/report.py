@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from .chain import chain_files, lines
 from .verify import ChainCheck
 
@@ -161,8 +163,8 @@ def read_records(directory: Path) -> tuple[list[dict[str, Any]], int]:
                 if not complete:
                     continue
                 try:
-                    record = json.loads(line)
-                except ValueError:
+                    record = orjson.loads(line)
+                except orjson.JSONDecodeError:
                     bad += 1
                     continue
                 if isinstance(record, dict) and isinstance(record.get("t"), str):
