@@ -115,7 +115,7 @@ def verify_million() -> None:
         size = sum(p.stat().st_size for p in folder.glob("*.jsonl"))
         files = len(list(folder.glob("*.jsonl")))
         print(f"wrote {RECORDS:,} records ({size / 1e6:.0f} MB in {files} files) in "
-              f"{took:.1f} s: {RECORDS / took:,.0f} records/s for the writer thread")
+              f"{took:.1f} s: {RECORDS / took:,.0f} records/s through the writer process")
         for run in range(3):
             started = time.perf_counter()
             out = subprocess.run([sys.executable, "-m", "proxy", "evidence", "verify", "--dir",

@@ -100,30 +100,32 @@ class Encounter(NamedTuple):
     verdict: Any  # action, origin, rule hash, shadow
     signals: Any  # Signals' fields, content as its value; None when not classified
     robots: str  # the SHA-256 of the robots.txt in force
-    rights: int  # its index in the batch's rights list; -1 for none
+    rights: int  # the id() of the Rights in force, a key of the batch's rights; 0 for none
 
 
-# the queue: (the encounter up to `robots`, the robots.txt served, the rights in force)
-Item = tuple[tuple[Any, ...], CanonicalRobots, Rights | None]
 
 
 class Batch(NamedTuple):
     encounters: bytes  # a JSON array of Encounter rows
     n: int  # how many rows
     robots: dict[str, str]  # the robots.txt texts the encounters name, by SHA-256
-    rights: list[Rights]
+    rights: dict[int, Rights]  # the rights the encounters name, by id()
     summary: dict[str, int] | None  # allowed requests not recorded, for a checkpoint
     queue_dropped: int
     closing: bool
 
 
-def _row(reason: str, ex: Exchange) -> tuple[Any, ...]:
+def _row(reason: str, ex: Exchange, robots: CanonicalRobots, rights: Rights | None) -> bytes:
+    """An Encounter as JSON: one C call per record on the event loop, and the batch is then
+    a join."""
     s, v = ex.signals, ex.verdict
-    return (reason, ex.id, ex.wall, ex.duration_ms, ex.client.ip, ex.client.host, ex.method,
-            ex.path, ex.query, ex.status, ex.bytes_out, ex.error, ex.variant,
-            None if ex.served is None else tuple(ex.served),
-            (v.action.value, v.origin, v.rule_hash, v.shadow),
-            None if s is None else (s.content.value, *s[1:]))
+    return orjson.dumps((
+        reason, ex.id, ex.wall, ex.duration_ms, ex.client.ip, ex.client.host, ex.method,
+        ex.path, ex.query, ex.status, ex.bytes_out, ex.error, ex.variant,
+        None if ex.served is None else tuple(ex.served),
+        (v.action.value, v.origin, v.rule_hash, v.shadow),
+        None if s is None else (s.content.value, *s[1:]), robots.sha256, id(rights) if rights
+        is not None else 0))
 
 
 class EvidenceLog:
@@ -137,7 +139,10 @@ class EvidenceLog:
             raise ValueError(f"bad chain name {chain!r}")
         self.settings, self.chain, self.metrics = settings, chain, metrics
         self._init_args = (settings, chain, asn_database, log_settings or LogSettings())
-        self._queue: collections.deque[Item] = collections.deque()
+        self._queue: collections.deque[bytes] = collections.deque()
+        # what the queued rows name, sent with them
+        self._robots_texts: dict[str, str] = {}
+        self._rights: dict[int, Rights] = {}
         self._sample_every = round(1 / settings.allowed_sample) if settings.allowed_sample else 0
         self._allowed = 0
         self._summary: collections.Counter[str] = collections.Counter()
@@ -176,7 +181,11 @@ class EvidenceLog:
             self._queue_dropped += 1
             self._queue_full.inc()
             return
-        self._queue.append((_row(reason, ex), robots, rights))
+        self._queue.append(_row(reason, ex, robots, rights))
+        if robots.sha256 not in self._robots_texts:
+            self._robots_texts[robots.sha256] = robots.text
+        if rights is not None and id(rights) not in self._rights:
+            self._rights[id(rights)] = rights
         if len(self._queue) >= 1024:
             self._wake.set()
 
@@ -207,27 +216,18 @@ class EvidenceLog:
             await self.flush()
 
     def _take(self, closing: bool) -> Batch:
-        items = list(self._queue)
+        rows = b"[" + b",".join(self._queue) + b"]"
+        n = len(self._queue)
         self._queue.clear()
+        texts, self._robots_texts = self._robots_texts, {}
+        rights, self._rights = self._rights, {}
         summary = None
         now = time.monotonic()
         if closing or now - self._last_checkpoint >= self.settings.checkpoint_interval:
             summary, self._summary = dict(sorted(self._summary.items())), collections.Counter()
             self._last_checkpoint = now
         dropped, self._queue_dropped = self._queue_dropped, 0
-        rights: list[Rights] = []
-        texts: dict[str, str] = {}
-        rows = []
-        for row, robots, r in items:
-            texts[robots.sha256] = robots.text
-            index = -1
-            if r is not None:
-                index = next((i for i, known in enumerate(rights) if known is r), -1)
-                if index < 0:
-                    rights.append(r)
-                    index = len(rights) - 1
-            rows.append((*row, robots.sha256, index))
-        return Batch(orjson.dumps(rows), len(rows), texts, rights, summary, dropped, closing)
+        return Batch(rows, n, texts, rights, summary, dropped, closing)
 
     async def flush(self, closing: bool = False) -> None:
         """Write what is queued now (the task does this every FLUSH seconds anyway)."""
@@ -361,7 +361,7 @@ class ChainWriter:
         for row in orjson.loads(batch.encounters):
             e = Encounter(*row)
             try:
-                rights = batch.rights[e.rights] if e.rights >= 0 else None
+                rights = batch.rights.get(e.rights)
                 records.append(self._exchange_record(e, self._robots(e.robots, batch.robots),
                                                      rights))
             except Exception as exc:  # a bug must cost one record, never the log
