@@ -7,6 +7,7 @@ import asyncio
 import hashlib
 import random
 import subprocess
+import time
 from pathlib import Path
 
 import aiohttp
@@ -16,6 +17,7 @@ from aiohttp import web
 
 from proxy.audio import codec, watermark
 from proxy.audio.formats import AudioFormat
+from proxy.audio.service import WATERMARK_BUCKET
 from proxy.cli import main
 from proxy.rules import LiveRules, load_rules
 from proxy.settings import AudioSettings, EvidenceSettings
@@ -201,11 +203,12 @@ def test_a_truncated_preview_can_be_marked_too(pair, tmp_path):
     assert found.payload == mark
 
 
-@pytest.mark.parametrize("ext", ["flac", "wav", "opus"])
-def test_flac_wav_and_opus_copies_are_marked_and_traced(tmp_path, ext):
+@pytest.mark.parametrize("ext", ["flac", "wav", "opus", "m4a"])
+def test_flac_wav_opus_and_m4a_copies_are_marked_and_traced(tmp_path, ext):
     folder = tmp_path / ext
     original = make_sources(folder, seconds=40.0, seed=6)[ext]
-    fmt = {"flac": AudioFormat.FLAC, "wav": AudioFormat.WAV, "opus": AudioFormat.OPUS}[ext]
+    fmt = {"flac": AudioFormat.FLAC, "wav": AudioFormat.WAV, "opus": AudioFormat.OPUS,
+           "m4a": AudioFormat.M4A}[ext]
     track = hashlib.sha256(original.read_bytes()).hexdigest()
     a, b = folder / f"a.{ext}", folder / f"b.{ext}"
     watermark.encode_pair(original, fmt, a, b, SECRET, track, 0)
@@ -256,6 +259,46 @@ async def test_flac_copies_through_the_proxy(aiohttp_server, run_proxy, tmp_path
         check = await asyncio.create_subprocess_exec("flac", "-t", "-s", str(copy))
         assert await check.wait() == 0  # every frame's CRC holds in each client's copy
     assert (tmp_path / "copy0.flac").read_bytes() != (tmp_path / "copy1.flac").read_bytes()
+
+
+@pytest.mark.parametrize(("ext", "content_type"), [("ogg", "audio/ogg; codecs=opus"),
+                                                   ("m4a", "audio/mp4")])
+async def test_vorbis_and_m4a_copies_through_the_proxy(aiohttp_server, run_proxy, tmp_path, ext,
+                                                      content_type):
+    """M4A copies are fragmented MP4 spliced by fragment; an Ogg Vorbis original's copies are
+    Ogg Opus (the same container and MIME type: Vorbis packet layouts follow the signal)."""
+    original = make_sources(tmp_path / "src", seconds=30.0, seed=5)[ext]
+
+    async def store(request: web.Request) -> web.StreamResponse:
+        return web.FileResponse(original)
+
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", store)
+    upstream = await aiohttp_server(app)
+    key = tmp_path / "k"
+    settings = proxy_settings(f"http://127.0.0.1:{upstream.port}", rules_dir=RULES,
+                              audio=AudioSettings(cache_dir=tmp_path / "v", workers=1,
+                                                  watermark_key=key))
+    base = await run_proxy(settings, LiveRules(load_rules(RULES)))
+    track = hashlib.sha256(original.read_bytes()).hexdigest()
+    for source in ("127.0.0.6", "127.0.0.7"):
+        connector = aiohttp.TCPConnector(local_addr=(source, 0))
+        async with aiohttp.ClientSession(connector=connector) as s, \
+                s.get(f"{base}/mark/track.{ext}") as r:
+            assert r.status == 200
+            assert r.headers["Content-Type"] == content_type
+            body = await r.read()
+        copy = tmp_path / f"{source}.{ext}"
+        copy.write_bytes(body)
+        assert decode_errors(copy) == ""
+        expected = watermark.payload(key.read_bytes(), track, source,
+                                     int(time.time() // WATERMARK_BUCKET))
+        leak = reencode(copy, tmp_path / f"{source}.mp3", "-c:a", "libmp3lame", "-b:a", "128k",
+                        "-ar", "44100")
+        for suspect in (copy, leak):
+            found = watermark.detect(suspect, original, key.read_bytes(), track)
+            assert found.marked, suspect.name
+            assert found.payload == expected, suspect.name
 
 
 def test_a_marked_decoy_is_traced_against_the_same_decoy(pair, tmp_path, capsys):

@@ -72,12 +72,14 @@ def probe(path: Path, fmt: AudioFormat) -> Info:
         raise CodecError(f"cannot read {fmt} audio: {exc}") from None
 
 
-def decode(path: Path) -> tuple[Samples, int]:
-    """Every sample of the first audio stream, as float32 (frames, channels)."""
+def decode(path: Path, rate: int | None = None) -> tuple[Samples, int]:
+    """Every sample of the first audio stream, as float32 (frames, channels), at its own
+    sample rate or resampled to `rate`."""
     try:
         with av.open(str(path)) as c:
             s = c.streams.audio[0]
-            rate, channels = s.codec_context.sample_rate, s.codec_context.channels
+            channels = s.codec_context.channels
+            rate = rate or s.codec_context.sample_rate
             layout = "mono" if channels == 1 else "stereo"
             resampler = av.AudioResampler(format="flt", layout=layout, rate=rate)
             parts = []

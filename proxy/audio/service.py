@@ -42,7 +42,7 @@ from ..settings import AudioSettings
 from .cache import VariantCache
 from .formats import SNIFF_BYTES, AudioFormat, sniff
 from .serve import send_variant
-from .watermark import SEGMENTS, Layout, bits_of, payload
+from .watermark import SEGMENTS, Layout, bits_of, marked_format, payload
 
 log = logging.getLogger("sonicshield.audio")
 RECIPE = "2"  # bump when a variant's recipe changes: old cache entries are then never hit
@@ -114,10 +114,11 @@ def make_variant(action: str, params: dict[str, Any], src: str, dst: str, fmt: s
     if action == Action.WATERMARK:
         bit_rate = codec.probe(Path(src), audio).bit_rate
         a, b = Path(dst), Path(dst + ".b")
-        watermark.encode_pair(Path(src), audio, a, b, secret, track, bit_rate)
+        target = watermark.marked_format(audio)
+        watermark.encode_pair(Path(src), target, a, b, secret, track, bit_rate)
         for path in (a, b):
-            codec.write_tags(path, audio, tags)
-        return watermark.layout_of(a, b, audio, track).to_json()
+            codec.write_tags(path, target, tags)
+        return watermark.layout_of(a, b, target, track).to_json()
     if action == Action.TRUNCATE:
         codec.truncate(Path(src), Path(dst), audio, float(params.get("seconds", 30)))
     elif action == Action.DECOY:
@@ -258,9 +259,12 @@ class Countermeasures:
             hit = self._cached(key, action, params)
             if hit is not None:
                 return hit
-            if marked(action, params) and fmt not in SEGMENTS:
-                raise Fallback("watermark-format-unsupported")
-            out = self.cache.new_tmp("." + fmt.value)
+            made_in = fmt  # the variant's format: a marked Vorbis original's pair is Opus
+            if marked(action, params):
+                made_in = marked_format(fmt)
+                if made_in not in SEGMENTS:
+                    raise Fallback("watermark-format-unsupported")
+            out = self.cache.new_tmp("." + made_in.value)
             seed = variant_seed(digest)
             loop = asyncio.get_running_loop()
             try:
@@ -273,9 +277,9 @@ class Countermeasures:
                           action=action.value, error=f"{type(exc).__name__}: {exc}")
                 raise Fallback("variant-failed") from None
             if layout:  # a watermark pair: B and the layout first, A last (A means "ready")
-                self.cache.put(_b_key(key), fmt, out.with_name(out.name + ".b"))
+                self.cache.put(_b_key(key), made_in, out.with_name(out.name + ".b"))
                 self.cache.put_layout(key, layout)
-            self.cache.put(key, fmt, out)
+            self.cache.put(key, made_in, out)
             made = self._cached(key, action, params)
             if made is None:  # evicted at once: the cache is smaller than one variant
                 raise Fallback("variant-cache-too-small")

@@ -10,7 +10,9 @@ as bit i mod 64 of the client's 64-bit payload says. Per request that is a list 
 ranges, stable under Range requests, computed in microseconds. A FLAC splice says "MD5
 unknown" in its STREAMINFO (it is neither A nor B); every frame keeps its own CRC. WAV
 splices are byte ranges of the PCM; Ogg Opus is encoded at a constant bitrate with one page
-per segment (20 packets, 0.4 s), so A and B share one page layout and pages splice whole.
+per segment (20 packets, 0.4 s), so A and B share one page layout and pages splice whole; M4A
+is written as fragmented MP4 with one fragment per segment (16 AAC frames, 0.37 s at 44.1 kHz),
+each fragment carrying its own sample table, so fragments splice whole.
 
 The mark: for each segment, noise from a generator seeded by HMAC(secret, track, segment),
 band-limited to 300 Hz - 5 kHz (where MP3 and AAC spend their bits), scaled to 32 dB below the
@@ -42,14 +44,24 @@ from .formats import AudioFormat
 # samples per segment: 16 MPEG-1 layer III frames of 1152; 4 FLAC frames of 4096 (libFLAC's
 # block size as libsndfile writes it). A copy's frames never straddle two segments.
 SEGMENTS = {AudioFormat.MP3: 16 * 1152, AudioFormat.FLAC: 4 * 4096, AudioFormat.WAV: 16 * 1152,
-            AudioFormat.OPUS: 20 * 960}  # Opus: one Ogg page of twenty 20 ms packets
+            AudioFormat.OPUS: 20 * 960,  # Opus: one Ogg page of twenty 20 ms packets
+            AudioFormat.M4A: 16 * 1024}  # M4A: one MP4 fragment of sixteen AAC frames
 FRAMES_PER_SEGMENT = {AudioFormat.MP3: 16, AudioFormat.FLAC: 4}
+OPUS_RATE = 48000
 GUARD = 2000  # samples faded out at each segment edge
 BITS = 64
 LEVEL_DB = -32.0
 BAND = (300.0, 5000.0)
 MARKED_Z = 6.0  # mean |z| per segment above which a copy is called marked
 Floats = npt.NDArray[np.float64]
+
+
+def marked_format(fmt: AudioFormat) -> AudioFormat:
+    """The format a marked copy of a `fmt` original is made in. Ogg Vorbis copies are Ogg Opus
+    (the same container and MIME type, at least the original's bitrate): libvorbis switches
+    block sizes with the signal, so two encodings differing by a faint mark never share a
+    packet layout, and nothing could be spliced."""
+    return AudioFormat.OPUS if fmt is AudioFormat.VORBIS else fmt
 
 
 def payload(secret: bytes, track: str, client: str, bucket: int) -> int:
@@ -168,6 +180,24 @@ def _ogg_pages(data: bytes) -> list[tuple[int, int]]:
     return pages
 
 
+def _mp4_fragments(data: bytes) -> list[int]:
+    """Byte offsets of every movie fragment (its moof box) of a fragmented MP4; an error for
+    any top-level box after the first fragment that is not moof or mdat."""
+    pos, fragments = 0, []
+    while pos + 8 <= len(data):
+        size, kind = int.from_bytes(data[pos:pos + 4], "big"), data[pos + 4:pos + 8]
+        if size == 1:
+            size = int.from_bytes(data[pos + 8:pos + 16], "big")
+        if size < 8:
+            raise CodecError(f"a broken MP4 box at byte {pos}")
+        if kind == b"moof":
+            fragments.append(pos)
+        elif fragments and kind != b"mdat":
+            raise CodecError(f"an MP4 '{kind.decode(errors='replace')}' box among fragments")
+        pos += size
+    return fragments
+
+
 def _flac_frames(path: Path) -> list[int]:
     """Byte offsets of every FLAC frame (the demuxer's packet positions)."""
     with av.open(str(path)) as c:
@@ -212,17 +242,23 @@ def encode_pair(src: Path, fmt: AudioFormat, a: Path, b: Path, secret: bytes, tr
     """A = x + w and B = x - w (MP3: CBR, no bit reservoir; FLAC: libFLAC's fixed 4096
     blocks; WAV: PCM)."""
     if fmt not in SEGMENTS:
-        raise CodecError(f"watermarks are made for MP3, FLAC, WAV and Ogg Opus, not {fmt}")
-    x, rate = decode(src)
+        raise CodecError(f"watermarks are made for MP3, FLAC, WAV, Ogg Opus and M4A, not {fmt}")
+    # Opus runs at 48 kHz: an original at another rate (a Vorbis one) is marked at 48 kHz
+    x, rate = decode(src, OPUS_RATE if fmt is AudioFormat.OPUS else None)
     if fmt is AudioFormat.MP3 and rate not in (32000, 44100, 48000):
         raise CodecError(f"watermarking needs MPEG-1 rates (32/44.1/48 kHz), got {rate}")
-    if fmt is AudioFormat.OPUS and rate != 48000:
-        raise CodecError(f"Opus decodes at 48 kHz, got {rate}")
     w = mark(x, rate, secret, track, SEGMENTS[fmt]).astype(np.float32)
     for path, sign in ((a, 1.0), (b, -1.0)):
         samples = np.clip(x + sign * w, -1, 1).astype(np.float32)
         if fmt is AudioFormat.MP3:
             encode(samples, rate, fmt, bit_rate, path, {"reservoir": "0"})
+        elif fmt is AudioFormat.M4A:
+            # fragmented MP4, one fragment (moof + mdat) per segment: each fragment's sample
+            # table is its own and its data offsets are relative to itself, so fragments from
+            # A and B splice whole (no trailer: its random-access index would name A's offsets)
+            encode(samples, rate, fmt, bit_rate or 128000, path, None, {
+                "movflags": "+frag_keyframe+empty_moov+default_base_moof+skip_trailer",
+                "frag_duration": str(SEGMENTS[fmt] * 1_000_000 // rate)})
         elif fmt is AudioFormat.OPUS:
             # constant bitrate: every packet the same size in A and B, so with one page per
             # segment the two files share one page layout (granules, sequence numbers)
@@ -242,6 +278,15 @@ def layout_of(a: Path, b: Path, fmt: AudioFormat, track: str) -> Layout:
         size = a.stat().st_size
         bounds = tuple(range(start, size, SEGMENTS[fmt] * align))
         return Layout(head=start, bounds=(bounds, bounds), sizes=(size, size), track=track)
+    if fmt is AudioFormat.M4A:
+        da, db = a.read_bytes(), b.read_bytes()
+        ma, mb = _mp4_fragments(da), _mp4_fragments(db)
+        # (the heads may differ by the average bitrate the esds box states: a copy has A's)
+        if len(ma) != len(mb) or len(ma) < 2 or any(
+                da[x:x + 8] != db[y:y + 8] for x, y in zip(ma, mb, strict=True)):
+            raise CodecError("the two marked encodings differ in fragment layout")
+        return Layout(head=ma[0], bounds=(tuple(ma), tuple(mb)), sizes=(len(da), len(db)),
+                      track=track)
     if fmt is AudioFormat.OPUS:
         pa, pb = _ogg_pages(a.read_bytes()), _ogg_pages(b.read_bytes())
         if [(p, g) for p, g in pa] != [(p, g) for p, g in pb] or len(pa) < 3:
@@ -290,13 +335,27 @@ def _align(suspect: Floats, original: Floats, rate: int) -> int:
 def detect(suspect_path: Path, original_path: Path, secret: bytes, track: str) -> Trace:
     x, rate = decode(original_path)
     y, rate_y = decode(suspect_path)
-    if rate_y != rate:
+    found = []
+    if rate_y == rate:
+        # the copy may have been served in any format: read every grid, keep the clearest
+        found.append(_read_all(x, y, rate, secret, track, sorted(set(SEGMENTS.values()))))
+    if rate != OPUS_RATE:
+        # an Opus copy of a 44.1 kHz original (Vorbis originals are marked as Opus), or a
+        # copy resampled since: the marks sit on a 48 kHz grid
+        x, _ = decode(original_path, OPUS_RATE)
+        y, _ = decode(suspect_path, OPUS_RATE)
+        found.append(_read_all(x, y, OPUS_RATE, secret, track, [SEGMENTS[AudioFormat.OPUS]]))
+    if not found:
         raise CodecError(f"the suspect runs at {rate_y} Hz, the original at {rate} Hz")
+    return max(found, key=lambda t: t.z)
+
+
+def _read_all(x: Samples, y: Samples, rate: int, secret: bytes, track: str,
+              sizes: list[int]) -> Trace:
     xm, ym = x.mean(axis=1).astype(np.float64), y.mean(axis=1).astype(np.float64)
     start = _align(ym, xm, rate)
-    # the copy may have been served as MP3 or FLAC: read both grids, keep the clearer
-    return max((_read(xm, ym, start, rate, secret, track, size) for size in
-                sorted(set(SEGMENTS.values()))), key=lambda t: t.z)
+    return max((_read(xm, ym, start, rate, secret, track, size) for size in sizes),
+               key=lambda t: t.z)
 
 
 def _read(xm: Floats, ym: Floats, start: int, rate: int, secret: bytes, track: str,
