@@ -42,7 +42,7 @@ import orjson
 from protego import Protego
 
 from .. import __version__
-from ..exchange import Action, ContentKind, Exchange, Signals
+from ..exchange import Action, Exchange
 from ..keys import load_or_create_key
 from ..logs import log_event, setup_logging
 from ..metrics import Metrics
@@ -546,34 +546,32 @@ class ChainWriter:
 
     def _exchange_record(self, e: Encounter, robots: CanonicalRobots, rights: Rights | None
                          ) -> dict[str, Any]:
-        s = None if e.signals is None else Signals(ContentKind(e.signals[0]), *e.signals[1:])
-        asn, org = (s.asn, s.org) if s is not None and s.asn else (
-            self.asn.lookup(e.ip) if self.asn is not None else (0, ""))
-        agent = s.agent if s is not None else ""
         record: dict[str, Any] = {
             "t": iso(e.wall), "kind": "exchange", "reason": e.reason, "id": e.id,
-            "client": {"ip": e.ip, "asn": asn, "org": org,
-                       "verified": s.verified if s is not None else ""},
-            "ua": s.ua if s is not None else "",
-            "method": e.method,
-            "url": e.path + ("?" + e.query if e.query else ""),
-            "host": e.host,
+            "client": None, "ua": "", "method": e.method,
+            "url": e.path + ("?" + e.query if e.query else ""), "host": e.host,
             "status": e.status, "bytes": e.bytes, "ms": round(e.ms, 1),
             "verdict": dict(zip(("action", "origin", "rule", "shadow"), e.verdict, strict=True)),
         }
-        if s is not None:
+        agent, asn, org, verified, declaration = "", 0, "", "", False
+        if e.signals is not None:
+            (content, ua, ua_class, agent, operator, purpose, robots_state, headers, score,
+             flags, asn, org, datacenter, verified, trapped) = e.signals
+            record["ua"] = ua
             record["signals"] = {
-                "content": s.content.value, "ua_class": s.ua_class, "agent": s.agent,
-                "operator": s.operator, "purpose": s.purpose, "robots": s.robots,
-                "headers": list(s.headers), "behaviour": round(s.behaviour_score, 3),
-                "flags": list(s.behaviour_flags), "datacenter": s.datacenter,
-                "trapped": s.trapped,
+                "content": content, "ua_class": ua_class, "agent": agent, "operator": operator,
+                "purpose": purpose, "robots": robots_state, "headers": headers,
+                "behaviour": round(score, 3), "flags": flags, "datacenter": datacenter,
+                "trapped": trapped,
             }
+            declaration = content == "declaration"
+        if not asn and self.asn is not None:
+            asn, org = self.asn.lookup(e.ip)
+        record["client"] = {"ip": e.ip, "asn": asn, "org": org, "verified": verified}
         # what the client had been told: the robots.txt in force (and whether it forbids this
         # path to this agent), the TDMRep file and the headers on this very response
         # (the declarations themselves are everyone's to read, whatever robots.txt says)
-        declaration = e.variant in ("robots.txt", "declaration") or (
-            s is not None and s.content is ContentKind.DECLARATION)
+        declaration = declaration or e.variant in ("robots.txt", "declaration")
         record["robots"] = {
             "sha256": robots.sha256,
             "disallowed": not declaration and not robots.allows(e.path, agent),
