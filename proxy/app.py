@@ -66,6 +66,27 @@ async def _upstream_ctx(app: web.Application) -> AsyncIterator[None]:
     await app[AUDIO].aclose()
 
 
+async def _gauges_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Gauges of state the hot path does not touch, refreshed every few seconds."""
+    metrics = app[METRICS]
+
+    async def refresh() -> None:
+        while True:
+            metrics.tracked_clients.set(len(app[TRACKER].store))
+            metrics.variant_jobs.set(app[AUDIO].jobs)
+            evidence = app.get(EVIDENCE)
+            if evidence is not None:
+                metrics.evidence_queue.set(evidence.queued)
+            await asyncio.sleep(GAUGE_REFRESH)
+
+    task = asyncio.create_task(refresh(), name="gauges")
+    yield
+    task.cancel()
+
+
+GAUGE_REFRESH = 2.0  # seconds
+
+
 async def _evidence_ctx(app: web.Application) -> AsyncIterator[None]:
     evidence = app[EVIDENCE]
     await evidence.start()
@@ -90,11 +111,14 @@ def build_app(
     app[ASN] = AsnDatabase(settings.network.asn_database)
     app[VERIFIER] = CrawlerVerifier()
     app[AUDIO] = Countermeasures.from_settings(settings.audio)
+    variants = app[METRICS].variants
+    app[AUDIO].on_lookup = lambda action, result: variants.labels(action, result).inc()
     if settings.evidence.enabled:
         app[EVIDENCE] = EvidenceLog(settings.evidence, chain, app[METRICS],
                                     settings.network.asn_database, settings.log)
         app.cleanup_ctx.append(_evidence_ctx)
     app.cleanup_ctx.append(_upstream_ctx)
+    app.cleanup_ctx.append(_gauges_ctx)
     app.router.add_route("*", "/{tail:.*}", handle)
     app.on_response_prepare.append(declare)
     return app

@@ -53,8 +53,10 @@ async def handle(request: web.Request) -> web.StreamResponse:
                               request.app[STREAMS].open.get(ex.client.ip, 0), time.monotonic(),
                               request.app[ASN], request.app[VERIFIER])
         ex.verdict = ruleset.decide(ex)
-        request.app[METRICS].classification_by[ex.signals.content].observe(
-            time.perf_counter() - started)
+        metrics = request.app[METRICS]
+        metrics.classification_by[ex.signals.content].observe(time.perf_counter() - started)
+        if trap_hit:
+            metrics.trap_hits.labels(ex.signals.ua_class).inc()
         if settings.shadow and ex.verdict.action is not Action.ALLOW:
             ex.verdict = replace(ex.verdict, shadow=True)
         if ex.method in ("GET", "HEAD"):

@@ -65,6 +65,16 @@ def wait_for_port(
     raise TimeoutError(f"nothing listening on {host}:{port} after {timeout}s")
 
 
+def metric_sum(text: str, name: str, **labels: str) -> float:
+    """The sum of the samples called `name` whose labels include `labels`, from a /metrics
+    page (0.0 when there are none)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return sum(sample.value for family in text_string_to_metric_families(text)
+               for sample in family.samples if sample.name == name
+               and all(sample.labels.get(k) == v for k, v in labels.items()))
+
+
 async def wait_for_records(folder: Path, what: str, count: int, within: float = 20.0
                            ) -> list[dict]:
     """The evidence records whose variant kind (or "watermark" for marked copies) is `what`,

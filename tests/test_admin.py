@@ -6,7 +6,7 @@ import asyncio
 
 import aiohttp
 
-from .conftest import free_port
+from .conftest import free_port, metric_sum
 
 
 async def _get(url: str) -> tuple[int, str]:
@@ -23,13 +23,15 @@ def test_metrics_health_and_readiness(spawn_proxy, upstream_process):
             await _get(proxy.url + path)
         status, text = await _get(admin + "/metrics")
         assert status == 200
-        samples = {ln.rsplit(" ", 1)[0]: float(ln.rsplit(" ", 1)[1])
-                   for ln in text.splitlines() if ln and not ln.startswith("#")}
-        assert samples['sonicshield_requests_total{action="allow",status_class="2xx"}'] == 3
-        assert samples['sonicshield_requests_total{action="allow",status_class="4xx"}'] == 1
-        assert samples['sonicshield_response_bytes_total{action="allow"}'] >= 1000
-        assert samples["sonicshield_upstream_latency_seconds_count"] == 4
-        assert samples["sonicshield_in_flight_streams"] == 0
+        requests = "sonicshield_requests_total"
+        assert metric_sum(text, requests, action="allow", status_class="2xx") == 3
+        assert metric_sum(text, requests, action="allow", status_class="4xx") == 1
+        assert metric_sum(text, requests, rule="allow-everything") == 4
+        assert metric_sum(text, "sonicshield_response_bytes_total", action="allow",
+                          served="real") >= 1000
+        assert metric_sum(text, "sonicshield_upstream_latency_seconds_count") == 4
+        assert metric_sum(text, "sonicshield_upstream_up") == 1
+        assert metric_sum(text, "sonicshield_in_flight_streams") == 0
         assert await _get(admin + "/healthz") == (200, '{"status": "ok"}')
         status, text = await _get(admin + "/readyz")
         assert (status, '"ready"' in text) == (200, True)

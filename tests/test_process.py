@@ -14,7 +14,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from .conftest import ROOT, free_port
+from .conftest import ROOT, free_port, metric_sum
 from .upstream import pattern
 
 MiB = 1024 * 1024
@@ -194,7 +194,6 @@ def test_two_workers_share_the_port_and_metrics_aggregate(spawn_proxy, upstream_
                 return await r.text()
 
     metrics = asyncio.run(traffic())
-    line = next(m for m in metrics.splitlines()
-                if m.startswith('sonicshield_requests_total{action="allow",status_class="2xx"}'))
-    assert float(line.rsplit(" ", 1)[1]) == 40.0
+    assert metric_sum(metrics, "sonicshield_requests_total", action="allow",
+                      status_class="2xx") == 40.0
     assert proxy.stop(timeout=30) == 0

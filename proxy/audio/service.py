@@ -25,7 +25,7 @@ import logging
 import multiprocessing
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -150,6 +150,8 @@ class Countermeasures:
         self.jobs = 0
         self._flights: dict[str, asyncio.Task[Variant]] = {}
         self._pool: concurrent.futures.ProcessPoolExecutor | None = None
+        # told of every lookup: (action, "hit" | "miss" | "fallback"); the proxy counts them
+        self.on_lookup: Callable[[str, str], None] = lambda action, result: None
 
     @property
     def cache(self) -> VariantCache:
@@ -215,12 +217,15 @@ class Countermeasures:
         if key is not None:
             hit = self._cached(key, action, params)
             if hit is not None:
+                self.on_lookup(action.value, "hit")
                 return hit
         flight = key or f"{source.path}\x00{what}"
         job = self._flights.get(flight)
         if job is None:
             if self.jobs >= self.max_jobs:
+                self.on_lookup(action.value, "fallback")
                 raise Fallback("variant-jobs-busy")
+            self.on_lookup(action.value, "miss")
             # a task of its own: a client that goes away does not cancel the job the others
             # wait for (and the next request finds the variant made)
             job = asyncio.create_task(self._make(source, action, params, what, key, tags))

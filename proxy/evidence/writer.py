@@ -189,6 +189,10 @@ class EvidenceLog:
         if len(self._queue) >= 1024:
             self._wake.set()
 
+    @property
+    def queued(self) -> int:
+        return len(self._queue)
+
     # ---- the task ------------------------------------------------------------------------
 
     async def start(self) -> None:
