@@ -143,6 +143,18 @@ class Metrics:
             registry=r, multiprocess_mode="livesum",
         )
 
+        # Series that alerts and panels take increase() of exist from the start at 0: a
+        # counter that first appears at 1 shows no increase in Prometheus.
+        for result in ("ok", "failed"):
+            self.rule_reloads.labels(result)
+        for reason in ("queue-full", "write-failed"):
+            self.evidence_dropped.labels(reason)
+        for reason in ("upstream-unreachable", "upstream-timeout", "upstream-error"):
+            self.upstream_errors.labels(reason)
+        for action in ("truncate", "decoy", "poison", "watermark"):
+            for result in ("hit", "miss", "fallback"):
+                self.variants.labels(action, result)
+
     def record(self, ex: Exchange) -> None:
         s = ex.signals
         if s is None:
