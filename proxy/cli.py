@@ -356,6 +356,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--cache", type=Path, default=None,
                       help="where the generated catalogue goes (default ~/.cache/sonicshield/demo)")
     demo.add_argument("--rules", metavar="DIR", help="rules directory")
+    demo.add_argument("--store-only", action="store_true",
+                      help="run only the demo store, on --host and --store-port")
     demo.set_defaults(func=_cmd_demo)
 
     explain = sub.add_parser(

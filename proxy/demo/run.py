@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import signal
 import sys
 from pathlib import Path
 
@@ -86,8 +87,32 @@ async def _run(args: argparse.Namespace, rules: LiveRules, settings: Settings) -
         await store_runner.cleanup()
 
 
+async def _store_only(args: argparse.Namespace) -> None:
+    """Only the demo store, until SIGTERM (deploy/docker-compose.yml's "store" service)."""
+    cache = demo_cache(args)
+    store_app = await asyncio.to_thread(prepare_store, cache)
+    runner = web.AppRunner(store_app, access_log=None, handle_signals=False)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, args.host, args.store_port).start()
+        log_event(log, logging.INFO, "demo-store", listen=f"{args.host}:{args.store_port}")
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+    finally:
+        await runner.cleanup()
+
+
 def run_demo(args: argparse.Namespace) -> int:
     from ..cli import default_rules_dir
+
+    if args.store_only:
+        setup_logging(LogSettings(format="text"))
+        with asyncio.Runner(loop_factory=new_event_loop) as runner:
+            runner.run(_store_only(args))
+        return 0
 
     rules_dir = Path(args.rules) if args.rules else default_rules_dir()
     settings = demo_settings(args, rules_dir.resolve())
