@@ -13,7 +13,6 @@ from .exchange import ContentKind, Exchange, Signals
 from .robots import CanonicalRobots
 from .rules import RuleSet
 from .signals.behaviour import NONE, BehaviourTracker, RequestFacts, fingerprint
-from .signals.content import content_kind
 from .signals.headers import header_problems
 from .signals.network import UNKNOWN as UNKNOWN_NETWORK
 from .signals.network import AsnDatabase
@@ -32,7 +31,7 @@ def classify(
     violations, behaviour counters) are recorded whenever some rule reads them."""
     ua_text = headers.get("User-Agent", "")
     info = ruleset.ua.classify(ua_text)
-    content = content_kind(ex.path)
+    content = ruleset.content_kind(ex.path)
     if needs is None:
         needs = ruleset.bucket(content, info.ua_class).needs
     recorded = ruleset.needs

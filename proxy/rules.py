@@ -24,6 +24,7 @@ from .ranges import AddressSet, load_ranges
 from .rights import Rights, load_rights
 from .robots import load_policy
 from .signals.behaviour import BEHAVIOUR_FLAGS
+from .signals.content import content_kind
 from .signals.headers import HEADER_PROBLEMS
 from .signals.useragent import UAClassifier
 from .state import ROBOTS_STATES, VIOLATED_AFTER_READING, VIOLATED_WITHOUT_READING
@@ -343,6 +344,9 @@ class RuleSet:
     needs: frozenset[str] = frozenset()  # the COSTLY_SIGNALS some rule matches on
     datacenter_asns: frozenset[int] = frozenset()  # rules/networks/datacenters.yaml
     rights: Rights | None = None  # rules/rights.yaml: the declarations (None: none made)
+    # path prefixes whose content kind the rule files state (a store whose streams have no
+    # audio suffix: /rest/stream?id=...), longest first; the suffix table decides the rest
+    content_prefixes: tuple[tuple[str, ContentKind], ...] = ()
     # content kind -> UA class -> Bucket: what decide walks for such a request, precomputed
     # so neither key is tested per rule, and a request's costly signals are only those its
     # candidate rules read
@@ -355,6 +359,12 @@ class RuleSet:
         buckets = {content: {ua_class: _bucket(self.rules, content, ua_class)
                              for ua_class in UA_CLASSES} for content in ContentKind}
         object.__setattr__(self, "buckets", buckets)
+
+    def content_kind(self, path: str) -> ContentKind:
+        for prefix, kind in self.content_prefixes:
+            if path.startswith(prefix):
+                return kind
+        return content_kind(path)
 
     def bucket(self, content: ContentKind, ua_class: str) -> Bucket:
         return self.buckets[content][ua_class]
@@ -498,6 +508,7 @@ def load_rules(directory: Path) -> RuleSet:
     problems: list[Problem] = []
     rules: list[Rule] = []
     seen: dict[str, Mark] = {}
+    prefixes: dict[str, tuple[ContentKind, str]] = {}  # prefix -> (kind, where it was set)
     try:
         agents = load_agents(directory / "agents")
     except ConfigError as exc:
@@ -539,13 +550,17 @@ def load_rules(directory: Path) -> RuleSet:
             problems.append(Problem(Mark(display, 1, 1), "a rule file must be a mapping"))
             continue
         for key in doc:
-            if key not in ("version", "rules"):
+            if key not in FILE_KEYS:
                 problems.append(Problem(doc.key_mark(key), f"unknown key '{key}' in a rule file"
-                                        f"{suggest(key, ('version', 'rules'))}"))
+                                        f"{suggest(key, FILE_KEYS)}"))
+        if "content" in doc:
+            _content_prefixes(doc, display, prefixes, problems)
         if doc.get("version") != 1:
             problems.append(Problem(doc.value_mark("version") if "version" in doc else doc.mark,
                                     "'version: 1' is required"))
-        items = doc.get("rules", [])
+        if "rules" not in doc:  # a file may only name content paths
+            continue
+        items = doc["rules"]
         if not isinstance(items, LocatedList):
             problems.append(Problem(doc.value_mark("rules"), "'rules' must be a list"))
             continue
@@ -563,7 +578,46 @@ def load_rules(directory: Path) -> RuleSet:
         needs=frozenset().union(*(r.uses for r in rules)),
         datacenter_asns=datacenter_asns,
         rights=rights,
+        content_prefixes=tuple(sorted(((p, k) for p, (k, _) in prefixes.items()),
+                                      key=lambda pk: -len(pk[0]))),
     )
+
+
+FILE_KEYS = ("version", "content", "rules")
+_CONTENT_KINDS = tuple(k.value for k in ContentKind if k is not ContentKind.DECLARATION)
+
+
+def _content_prefixes(doc: LocatedDict, display: str,
+                      prefixes: dict[str, tuple[ContentKind, str]],
+                      problems: list[Problem]) -> None:
+    """`content: {audio: [/rest/stream, ...], page: [...]}`: path prefixes and their kind."""
+    section = doc["content"]
+    if not isinstance(section, LocatedDict):
+        problems.append(Problem(doc.value_mark("content"), "'content' must map content kinds "
+                                f"({', '.join(_CONTENT_KINDS)}) to lists of path prefixes"))
+        return
+    for kind_name, items in section.items():
+        if kind_name not in _CONTENT_KINDS:
+            problems.append(Problem(section.key_mark(kind_name), f"unknown content kind "
+                                    f"'{kind_name}'{suggest(str(kind_name), _CONTENT_KINDS)}"))
+            continue
+        if not isinstance(items, LocatedList):
+            problems.append(Problem(section.value_mark(kind_name),
+                                    f"'{kind_name}' must be a list of path prefixes"))
+            continue
+        for i, prefix in enumerate(items):
+            mark = items.item_mark(i)
+            if not isinstance(prefix, str) or not prefix.startswith("/") or len(prefix) < 2 \
+                    or prefix.startswith("/.well-known/"):
+                problems.append(Problem(mark, f"a path prefix like /rest/stream, got {prefix!r}"))
+                continue
+            kind = ContentKind(kind_name)
+            earlier = prefixes.get(prefix)
+            if earlier is not None and earlier[0] is not kind:
+                problems.append(Problem(mark, f"'{prefix}' is already {earlier[0].value} "
+                                        f"({earlier[1]})"))
+                continue
+            prefixes[prefix] = (kind, f"{mark.file}:{mark.line}")
 
 
 def load_datacenters(path: Path, display: str) -> frozenset[int]:
