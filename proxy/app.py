@@ -12,6 +12,7 @@ from yarl import URL
 from .app_keys import (
     ASN,
     AUDIO,
+    AUDIO_RATES,
     EVIDENCE,
     METRICS,
     ROBOTS,
@@ -23,6 +24,7 @@ from .app_keys import (
     UPSTREAM,
     VERIFIER,
 )
+from .audio.rates import AudioRates
 from .audio.service import Countermeasures
 from .deadlines import DeadlineWatch
 from .evidence.writer import EvidenceLog
@@ -111,6 +113,7 @@ def build_app(
     app[ASN] = AsnDatabase(settings.network.asn_database)
     app[VERIFIER] = CrawlerVerifier()
     app[AUDIO] = Countermeasures.from_settings(settings.audio)
+    app[AUDIO_RATES] = AudioRates()
     variants = app[METRICS].variants
     app[AUDIO].on_lookup = lambda action, result: variants.labels(action, result).inc()
     if settings.evidence.enabled:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from .audio.rates import AudioRates
 from .audio.service import Countermeasures
 from .evidence.writer import EvidenceLog
 from .forward import Upstream
@@ -19,6 +20,7 @@ from .tarpit import Tarpits
 
 SETTINGS = web.AppKey("settings", Settings)
 AUDIO = web.AppKey("audio", Countermeasures)
+AUDIO_RATES = web.AppKey("audio_rates", AudioRates)
 UPSTREAM = web.AppKey("upstream", Upstream)
 METRICS = web.AppKey("metrics", Metrics)
 RULES = web.AppKey("rules", LiveRules)

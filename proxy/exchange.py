@@ -159,6 +159,7 @@ class Exchange:
                  proxy made itself (error pages, blocks), "robots.txt", "declaration",
                  "tarpit", or the audio action whose variant was sent (truncate, decoy, ...).
     served:      for an audio variant, which one (see Served).
+    audio_rate:  seconds of audio per body byte (for the seconds-served metric).
     upstream_ms: time to the upstream's response headers, None when the upstream was not asked.
     error:       a short machine-readable reason when something failed ("upstream-timeout",
                  "client-abort", ...); None on success.
@@ -178,6 +179,7 @@ class Exchange:
     bytes_in: int = 0
     variant: str = "upstream"
     served: Served | None = None
+    audio_rate: float = 0.0  # seconds of audio per body byte, 0.0 when not audio or unknown
     upstream_ms: float | None = None
     error: str | None = None
 

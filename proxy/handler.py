@@ -15,6 +15,7 @@ from aiohttp import web
 from .app_keys import (
     ASN,
     AUDIO,
+    AUDIO_RATES,
     EVIDENCE,
     METRICS,
     ROBOTS,
@@ -174,6 +175,13 @@ async def respond(
         if request.headers.get("Upgrade", "").lower() == "websocket":
             return await proxy_websocket(request, ex, app[UPSTREAM])
         up = await open_upstream(request, ex, app[UPSTREAM])
+        if ex.signals is not None and ex.signals.content is ContentKind.AUDIO:
+            # seconds of real audio served: the rate learnt from a response from byte 0
+            rates = app[AUDIO_RATES]
+            head = rates.head(up.status, up.headers) if ex.method == "GET" else None
+            resp = await stream_response(request, ex, up, app[UPSTREAM], head)
+            ex.audio_rate = rates.rate(ex.path, head)
+            return resp
         if "behaviour" not in ruleset.needs:
             return await stream_response(request, ex, up, app[UPSTREAM])
         # a sitemap or feed: its order, to see a client walk it (signals/listings.py)

@@ -54,6 +54,7 @@ class Metrics:
     classification: Histogram = field(init=False)
     # one child per content kind, bound once (labels() costs about 1 us a call)
     classification_by: dict[ContentKind, Histogram] = field(default_factory=dict, init=False)
+    audio_seconds: Counter = field(init=False)
     robots_states: Counter = field(init=False)
     trap_hits: Counter = field(init=False)
     tracked_clients: Gauge = field(init=False)
@@ -66,6 +67,7 @@ class Metrics:
         default_factory=dict, init=False)
     _errors_by: dict[str, Counter] = field(default_factory=dict, init=False)
     _robots_by: dict[tuple[str, str], Counter] = field(default_factory=dict, init=False)
+    _seconds_by: dict[tuple[str, str], Counter] = field(default_factory=dict, init=False)
     _up: float = field(default=-1.0, init=False)
 
     def __post_init__(self) -> None:
@@ -105,6 +107,11 @@ class Metrics:
         self.rule_reloads = Counter(
             "sonicshield_rule_reloads", "Rule reloads by result (ok, failed)", ["result"],
             registry=r,
+        )
+        self.audio_seconds = Counter(
+            "sonicshield_audio_seconds", "Seconds of audio sent (body bytes times the track's "
+            "seconds per byte), by what was served (real, variant) and the client's UA class",
+            ["served", "ua_class"], registry=r,
         )
         self.robots_states = Counter(
             "sonicshield_robots_state", "Requests by the client's robots.txt state when a rule "
@@ -176,6 +183,12 @@ class Metrics:
         if ex.upstream_ms is not None:
             self.upstream_latency.observe(ex.upstream_ms / 1000.0)
             self.set_upstream(True)
+        if ex.audio_rate and ex.bytes_out:
+            key2 = (served_label(ex.variant), s.ua_class if s is not None else "none")
+            seconds = self._seconds_by.get(key2)
+            if seconds is None:
+                seconds = self._seconds_by[key2] = self.audio_seconds.labels(*key2)
+            seconds.inc(ex.bytes_out * ex.audio_rate)
         if s is not None and s.robots:
             robots = self._robots_by.get((s.robots, s.ua_class))
             if robots is None:

@@ -17,7 +17,7 @@ import soundfile
 from aiohttp import web
 
 from proxy.audio import codec
-from proxy.audio.formats import AudioFormat, sniff
+from proxy.audio.formats import AudioFormat, seconds_per_byte, sniff
 from proxy.rules import LiveRules, load_rules
 from proxy.settings import AudioSettings
 
@@ -45,6 +45,22 @@ def test_formats_are_recognised_by_content(sources, tmp_path):
     assert sniff(tagged.read_bytes()[:4096]) is AudioFormat.MP3  # the tag is longer than 4 KiB
     for not_audio in (b"<!doctype html><html>", b"", b"OggS" + bytes(100), b"\xff\xfb\xff\xff"):
         assert sniff(not_audio) is None, not_audio
+
+
+def test_seconds_per_byte_from_the_first_bytes(sources, tmp_path):
+    """For the seconds-of-audio metric: MP3 (CBR and VBR), FLAC and WAV from their first
+    8 KiB and size; the formats it cannot tell give None, never a wrong figure."""
+    vbr = tmp_path / "vbr.mp3"
+    subprocess.run(["ffmpeg", "-v", "error", "-i", str(sources["wav"]), "-c:a", "libmp3lame",
+                    "-q:a", "2", str(vbr)], check=True)
+    for path in (sources["mp3"], vbr, sources["flac"], sources["wav"]):
+        data = path.read_bytes()
+        rate = seconds_per_byte(data[:8192], len(data))
+        assert rate is not None, path.name
+        assert rate * len(data) == pytest.approx(ffprobe_duration(path), rel=0.02), path.name
+    for ext in ("ogg", "opus", "m4a"):
+        data = sources[ext].read_bytes()
+        assert seconds_per_byte(data[:8192], len(data)) is None
 
 
 @pytest.mark.parametrize("ext", list(FORMATS))

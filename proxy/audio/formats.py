@@ -78,3 +78,44 @@ def sniff(head: bytes) -> AudioFormat | None:
             return AudioFormat.FLAC
         return AudioFormat.MP3 if len(rest) < 4 or _mp3_frame(rest) else None
     return AudioFormat.MP3 if _mp3_frame(head[:4]) else None
+
+
+_MP3_KBPS = {
+    1: (0, 32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320),  # MPEG-1 layer III
+    2: (0, 8, 16, 24, 32, 40, 48, 56, 64, 80, 96, 112, 128, 144, 160),  # MPEG-2 and 2.5
+}
+_MP3_RATES = (44100, 48000, 32000)
+
+
+def seconds_per_byte(head: bytes, size: int) -> float | None:
+    """How many seconds of audio a byte of this file holds, from its first bytes (8 KiB is
+    plenty) and its whole size: MP3 (the frame header's bitrate, or a Xing/Info header's frame
+    count), FLAC (STREAMINFO's samples), WAV (the byte rate). None when it cannot be told."""
+    if head[:4] == b"fLaC" and len(head) >= 26 and size > 0:
+        info = int.from_bytes(head[18:26], "big")
+        rate, samples = info >> 44, info & ((1 << 36) - 1)
+        return samples / rate / size if rate and samples else None
+    if head[:4] == b"RIFF" and head[8:12] == b"WAVE":
+        pos = 12
+        while pos + 20 <= len(head):
+            chunk, length = head[pos:pos + 4], int.from_bytes(head[pos + 4:pos + 8], "little")
+            if chunk == b"fmt ":
+                byte_rate = int.from_bytes(head[pos + 16:pos + 20], "little")
+                return 1.0 / byte_rate if byte_rate else None
+            pos += 8 + length + (length & 1)
+        return None
+    skip = _id3_size(head)
+    frame = head[skip:skip + 4]
+    if not _mp3_frame(frame):
+        return None
+    mpeg1 = (frame[1] >> 3) & 3 == 3
+    kbps = _MP3_KBPS[1 if mpeg1 else 2][frame[2] >> 4]
+    rate = _MP3_RATES[(frame[2] >> 2) & 3] // (1 if mpeg1 else 2 if (frame[1] >> 3) & 3 == 2
+                                                else 4)
+    mono = frame[3] >> 6 == 3
+    side = (17 if mono else 32) if mpeg1 else (9 if mono else 17)
+    xing = head[skip + 4 + side:skip + 12 + side + 4]
+    if xing[:4] in (b"Xing", b"Info") and int.from_bytes(xing[4:8], "big") & 1 and size > skip:
+        frames = int.from_bytes(xing[8:12], "big")
+        return frames * (1152 if mpeg1 else 576) / rate / (size - skip) if frames else None
+    return 8.0 / (kbps * 1000)

@@ -40,7 +40,8 @@ from ..keys import load_or_create_key
 from ..logs import log_event
 from ..settings import AudioSettings
 from .cache import VariantCache
-from .formats import SNIFF_BYTES, AudioFormat, sniff
+from .formats import SNIFF_BYTES, AudioFormat, seconds_per_byte, sniff
+from .rates import HEAD
 from .serve import send_variant
 from .watermark import SEGMENTS, Layout, bits_of, marked_format, payload
 
@@ -150,6 +151,7 @@ class Countermeasures:
         self.jobs = 0
         self._flights: dict[str, asyncio.Task[Variant]] = {}
         self._pool: concurrent.futures.ProcessPoolExecutor | None = None
+        self._rates: dict[str, float] = {}  # variant key -> seconds per byte
         # told of every lookup: (action, "hit" | "miss" | "fallback"); the proxy counts them
         self.on_lookup: Callable[[str, str], None] = lambda action, result: None
 
@@ -192,6 +194,7 @@ class Countermeasures:
                         _fetch_headers(request, ex, upstream), ex.path)
         variant = await self.variant(source, ex.verdict.action, ex.verdict.params, tags)
         ex.variant = ex.verdict.action.value
+        ex.audio_rate = self._rate(variant)
         if variant.layout is None or variant.b_path is None:
             etag = f'"ss-{variant.key[:32]}"'
             pieces = [(variant.path, 0, variant.size)]
@@ -206,6 +209,20 @@ class Countermeasures:
             ex.served = Served(variant.key, mark, tuple((str(p), s, e) for p, s, e in pieces))
         return await send_variant(request, ex, pieces, etag, variant.format.content_type,
                                   headers)
+
+    def _rate(self, variant: Variant) -> float:
+        """Seconds per byte of a variant (read from its head once; 0.0 when unknown)."""
+        rate = self._rates.get(variant.key)
+        if rate is None:
+            try:
+                with variant.path.open("rb") as f:
+                    head = f.read(HEAD)
+            except OSError:
+                return 0.0
+            if len(self._rates) >= 4096:
+                self._rates.clear()
+            rate = self._rates[variant.key] = seconds_per_byte(head, variant.size) or 0.0
+        return rate
 
     async def variant(self, source: Source, action: Action,
                       params: tuple[tuple[str, object], ...], tags: dict[str, str]) -> Variant:
