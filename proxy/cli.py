@@ -202,33 +202,35 @@ def _cmd_trace(args: argparse.Namespace) -> int:
     return 0
 
 
-def _evidence_place(args: argparse.Namespace) -> tuple[Path, Path | None]:
-    """The evidence folder and the chain key file (None when there is none to read)."""
+def _evidence_place(args: argparse.Namespace) -> tuple[Path, bytes | None] | None:
+    """The evidence folder and the chain key (None when there is none to read); None, with
+    the problem printed, when the config or the key cannot be read."""
     from .settings import load_settings
 
-    if args.config is not None:
-        ev = load_settings(args.config).evidence
-        folder, key = args.dir or ev.dir, args.key or ev.key
-    else:
-        folder = args.dir or Path("evidence")
-        key = args.key or folder / "chain.key"
-    if args.key is None and not key.exists():
-        return folder, None
-    return folder, key
+    try:
+        if args.config is not None:
+            ev = load_settings(args.config).evidence
+            folder, key = args.dir or ev.dir, args.key or ev.key
+        else:
+            folder = args.dir or Path("evidence")
+            key = args.key or folder / "chain.key"
+        if args.key is None and not key.exists():
+            return folder, None
+        return folder, key.read_bytes()
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+    except OSError as exc:
+        print(f"sonicshield evidence: cannot read the key: {exc}", file=sys.stderr)
+    return None
 
 
 def _cmd_evidence_verify(args: argparse.Namespace) -> int:
     from .evidence.verify import describe, verify_dir
 
-    try:
-        folder, key_file = _evidence_place(args)
-        key = key_file.read_bytes() if key_file is not None else None
-    except ConfigError as exc:
-        print(exc, file=sys.stderr)
+    place = _evidence_place(args)
+    if place is None:
         return 2
-    except OSError as exc:
-        print(f"sonicshield evidence verify: cannot read the key: {exc}", file=sys.stderr)
-        return 2
+    folder, key = place
     text, ok = describe(verify_dir(folder, key), folder, key is not None)
     print(text)
     return 0 if ok else 1
@@ -238,15 +240,10 @@ def _cmd_evidence_report(args: argparse.Namespace) -> int:
     from .evidence.report import build_report, render
     from .evidence.verify import verify_dir
 
-    try:
-        folder, key_file = _evidence_place(args)
-        key = key_file.read_bytes() if key_file is not None else None
-    except ConfigError as exc:
-        print(exc, file=sys.stderr)
+    place = _evidence_place(args)
+    if place is None:
         return 2
-    except OSError as exc:
-        print(f"sonicshield evidence report: cannot read the key: {exc}", file=sys.stderr)
-        return 2
+    folder, key = place
     checks = verify_dir(folder, key)
     if not checks:
         print(f"sonicshield evidence report: no evidence log files in {folder}", file=sys.stderr)

@@ -52,6 +52,18 @@ def traced(pair, path: Path) -> watermark.Trace:
     return watermark.detect(path, original, SECRET, track)
 
 
+async def file_store(aiohttp_server, path: Path) -> str:
+    """A store that answers every path with `path` (ETag, Range and HEAD included)."""
+
+    async def store(request: web.Request) -> web.StreamResponse:
+        return web.FileResponse(path)
+
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", store)
+    server = await aiohttp_server(app)
+    return f"http://127.0.0.1:{server.port}"
+
+
 def reencode(src: Path, dst: Path, *args: str) -> Path:
     subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(src), *args, str(dst)], check=True)
     return dst
@@ -119,14 +131,9 @@ async def test_marked_copies_through_the_proxy_and_their_trace(
         aiohttp_server, run_proxy, tmp_path, capsys):
     original = make_sources(tmp_path / "src", seconds=40.0, seed=9)["mp3"]
 
-    async def store(request: web.Request) -> web.StreamResponse:
-        return web.FileResponse(original)
-
-    app = web.Application()
-    app.router.add_get("/{tail:.*}", store)
-    upstream = await aiohttp_server(app)
+    upstream = await file_store(aiohttp_server, original)
     key = tmp_path / "watermark.key"
-    settings = proxy_settings(f"http://127.0.0.1:{upstream.port}", rules_dir=RULES,
+    settings = proxy_settings(upstream, rules_dir=RULES,
                               audio=AudioSettings(cache_dir=tmp_path / "v", workers=1,
                                                   watermark_key=key),
                               evidence=EvidenceSettings(dir=tmp_path / "evidence"))
@@ -234,13 +241,8 @@ def test_flac_wav_opus_and_m4a_copies_are_marked_and_traced(tmp_path, ext):
 async def test_flac_copies_through_the_proxy(aiohttp_server, run_proxy, tmp_path):
     original = make_sources(tmp_path / "src", seconds=30.0, seed=4)["flac"]
 
-    async def store(request: web.Request) -> web.StreamResponse:
-        return web.FileResponse(original)
-
-    app = web.Application()
-    app.router.add_get("/{tail:.*}", store)
-    upstream = await aiohttp_server(app)
-    settings = proxy_settings(f"http://127.0.0.1:{upstream.port}", rules_dir=RULES,
+    upstream = await file_store(aiohttp_server, original)
+    settings = proxy_settings(upstream, rules_dir=RULES,
                               audio=AudioSettings(cache_dir=tmp_path / "v", workers=1,
                                                   watermark_key=tmp_path / "k"))
     base = await run_proxy(settings, LiveRules(load_rules(RULES)))
@@ -269,14 +271,9 @@ async def test_vorbis_and_m4a_copies_through_the_proxy(aiohttp_server, run_proxy
     Ogg Opus (the same container and MIME type: Vorbis packet layouts follow the signal)."""
     original = make_sources(tmp_path / "src", seconds=30.0, seed=5)[ext]
 
-    async def store(request: web.Request) -> web.StreamResponse:
-        return web.FileResponse(original)
-
-    app = web.Application()
-    app.router.add_get("/{tail:.*}", store)
-    upstream = await aiohttp_server(app)
+    upstream = await file_store(aiohttp_server, original)
     key = tmp_path / "k"
-    settings = proxy_settings(f"http://127.0.0.1:{upstream.port}", rules_dir=RULES,
+    settings = proxy_settings(upstream, rules_dir=RULES,
                               audio=AudioSettings(cache_dir=tmp_path / "v", workers=1,
                                                   watermark_key=key))
     base = await run_proxy(settings, LiveRules(load_rules(RULES)))
