@@ -197,3 +197,27 @@ def test_two_workers_share_the_port_and_metrics_aggregate(spawn_proxy, upstream_
     assert metric_sum(metrics, "sonicshield_requests_total", action="allow",
                       status_class="2xx") == 40.0
     assert proxy.stop(timeout=30) == 0
+
+
+def test_a_killed_proxy_leaves_no_process_behind(spawn_proxy, upstream_process):
+    """SIGKILL (the OOM killer, a container stopped hard): the evidence writer and the fork
+    server that started it end by themselves, instead of waiting forever for work."""
+    import psutil
+
+    proxy = spawn_proxy(upstream_process)
+    asyncio.run(_get_ok(proxy.url + "/echo"))
+    deadline = time.monotonic() + 20
+    helpers: list[psutil.Process] = []
+    while time.monotonic() < deadline and len(helpers) < 2:  # the fork server and the writer
+        helpers = psutil.Process(proxy.proc.pid).children(recursive=True)
+        time.sleep(0.05)
+    assert len(helpers) >= 2, helpers
+    proxy.proc.kill()
+    proxy.proc.wait(10)
+    _, alive = psutil.wait_procs(helpers, timeout=15)
+    assert alive == [], [p.cmdline()[:3] for p in alive]
+
+
+async def _get_ok(url: str) -> None:
+    async with aiohttp.ClientSession() as s, s.get(url) as r:
+        assert r.status == 200

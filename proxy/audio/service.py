@@ -24,6 +24,7 @@ import json
 import logging
 import multiprocessing
 import os
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -172,7 +173,7 @@ class Countermeasures:
         if self._pool is None:  # workers start on first use; forkserver: no copy of the loop
             self._pool = concurrent.futures.ProcessPoolExecutor(
                 self.workers, mp_context=multiprocessing.get_context("forkserver"),
-                initializer=_background)
+                initializer=_background, initargs=(os.getpid(),))
         return self._pool
 
     async def aclose(self) -> None:
@@ -358,10 +359,21 @@ def variant_seed(digest: str) -> int:
     return int(digest[:15], 16)
 
 
-def _background() -> None:
+def _background(proxy: int) -> None:
     """Codec workers yield the CPU to the proxy: a listener's request never waits behind a
-    crawler's decoy."""
+    crawler's decoy. They also end with the proxy: a pool worker blocks on its queue, which a
+    killed proxy never closes (the worker's own copy of the queue holds the pipe open)."""
     os.nice(10)
+    threading.Thread(target=_end_with, args=(proxy,), daemon=True, name="end-with").start()
+
+
+def _end_with(pid: int) -> None:
+    while True:
+        time.sleep(2.0)
+        try:
+            os.kill(pid, 0)
+        except (ProcessLookupError, PermissionError):  # gone (or its number reused by another
+            os._exit(0)                                 # user's process)
 
 
 def _discard(*paths: Path) -> None:

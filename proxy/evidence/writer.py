@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import concurrent.futures
 import contextlib
 import errno
 import fcntl
@@ -33,8 +32,9 @@ import json
 import logging
 import multiprocessing
 import os
+import pickle
+import socket
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple, TypeVar
 
@@ -149,7 +149,8 @@ class EvidenceLog:
         self._queue_dropped = 0
         self._queue_full = metrics.evidence_dropped.labels("queue-full")
         self._write_failed = metrics.evidence_dropped.labels("write-failed")
-        self._pool: concurrent.futures.ProcessPoolExecutor | None = None
+        self._channel: _Channel | None = None
+        self._calls = asyncio.Lock()  # one request to the writer at a time
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         self._last_checkpoint = time.monotonic()
@@ -199,18 +200,20 @@ class EvidenceLog:
         """Start the writer process, which takes the chain and finds where it ended;
         EvidenceError when another process holds it. Any other trouble (an unwritable folder)
         is logged and retried at every batch."""
-        self.seq = await self._call(_start, *self._init_args)
+        try:
+            self.seq = await self._call("start")
+        except BaseException:
+            if self._channel is not None:
+                await self._channel.aclose()
+                self._channel = None
+            raise
         self._task = asyncio.create_task(self._run(), name="evidence-writer")
 
-    async def _call(self, func: Callable[..., T], *args: Any) -> T:
-        if self._pool is None:
-            # forkserver: a fresh small process, not a copy of this one and its event loop
-            # (the preload, when this is the first use of the fork server, makes each start
-            # a fork of a process that has this module imported: milliseconds, not 0.5 s)
-            context = multiprocessing.get_context("forkserver")
-            context.set_forkserver_preload([__name__])
-            self._pool = concurrent.futures.ProcessPoolExecutor(1, mp_context=context)
-        return await asyncio.wrap_future(self._pool.submit(func, *args))
+    async def _call(self, op: str, *args: Any) -> Any:
+        async with self._calls:
+            if self._channel is None:
+                self._channel = await _Channel.open(self._init_args)
+            return await self._channel.call(op, *args)
 
     async def _run(self) -> None:
         while True:
@@ -237,14 +240,16 @@ class EvidenceLog:
         """Write what is queued now (the task does this every FLUSH seconds anyway)."""
         batch = self._take(closing)
         try:
-            written = await self._call(_flush, batch)
-        except concurrent.futures.BrokenExecutor:
+            written: Written = await self._call("flush", batch)
+        except WriterGone:
             # the writer process died (killed, out of memory): this batch is lost; a new
             # process finds the chain's end on disk
             log_event(log, logging.ERROR, "evidence-writer-died", lost=batch.n)
             self._write_failed.inc(batch.n)
-            self._pool = None
-            self.seq = await self._call(_start, *self._init_args)
+            if self._channel is not None:
+                self._channel.close()
+            self._channel = None
+            self.seq = await self._call("start")
             return
         self.seq = written.seq
         for kind, n in written.kinds.items():
@@ -259,9 +264,11 @@ class EvidenceLog:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
         await self.flush(closing=True)
-        await self._call(_release)
-        if self._pool is not None:
-            await asyncio.to_thread(self._pool.shutdown, wait=True)
+        if self._channel is not None:
+            with contextlib.suppress(WriterGone):
+                await self._call("release")
+            await self._channel.aclose()
+            self._channel = None
 
 class Written(NamedTuple):
     seq: int  # the chain's next record number
@@ -653,28 +660,92 @@ class ChainWriter:
         return value
 
 
-# ---- the writer process's entry points (one ChainWriter per process) ------------------------
+# ---- the writer process, and the socket pair that feeds it -----------------------------------
+#
+# Not a ProcessPoolExecutor: its feeder and result threads take the GIL from the event loop
+# (a 500-record batch cost the loop 1 ms and more at p99). Here the loop writes length-
+# prefixed pickles to a socket and reads the reply with asyncio, with no thread of its own.
 
-_WRITER: ChainWriter | None = None
+
+class WriterGone(Exception):
+    """The writer process went away (killed, out of memory)."""
 
 
-def _start(settings: EvidenceSettings, chain: str, asn_database: Path | None,
-           log_settings: LogSettings) -> int:
-    global _WRITER
+_LENGTH = 8
+
+
+class _Channel:
+    def __init__(self, process: Any, reader: asyncio.StreamReader,
+                 writer: asyncio.StreamWriter) -> None:
+        self.process, self.reader, self.writer = process, reader, writer
+
+    @classmethod
+    async def open(cls, init_args: tuple[Any, ...]) -> _Channel:
+        # forkserver: a fresh small process, not a copy of this one and its event loop (the
+        # preload, when this is the fork server's first use, makes each start a fork of a
+        # process that has this module imported: milliseconds, not 0.5 s)
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload([__name__])
+        ours, theirs = socket.socketpair()
+        process = context.Process(target=_serve, args=(theirs, *init_args), daemon=True,
+                                  name="evidence-writer")
+        await asyncio.to_thread(process.start)
+        theirs.close()
+        reader, writer = await asyncio.open_unix_connection(sock=ours)
+        return cls(process, reader, writer)
+
+    async def call(self, op: str, *args: Any) -> Any:
+        data = pickle.dumps((op, args), protocol=pickle.HIGHEST_PROTOCOL)
+        try:
+            self.writer.write(len(data).to_bytes(_LENGTH, "big") + data)
+            await self.writer.drain()
+            size = int.from_bytes(await self.reader.readexactly(_LENGTH), "big")
+            ok, value = pickle.loads(await self.reader.readexactly(size))
+        except (ConnectionError, asyncio.IncompleteReadError):
+            raise WriterGone() from None
+        if not ok:
+            raise value
+        return value
+
+    def close(self) -> None:
+        self.writer.close()
+        if self.process.is_alive():
+            self.process.kill()
+
+    async def aclose(self) -> None:
+        self.writer.close()
+        with contextlib.suppress(ConnectionError):
+            await self.writer.wait_closed()
+        await asyncio.to_thread(self.process.join, 10)
+        if self.process.is_alive():
+            self.process.kill()
+
+
+def _serve(sock: socket.socket, settings: EvidenceSettings, chain: str,
+           asn_database: Path | None, log_settings: LogSettings) -> None:
+    """The writer process: requests in, replies out, until the proxy closes the socket."""
     setup_logging(log_settings)
     _background()
-    _WRITER = ChainWriter(settings, chain, AsnDatabase(asn_database) if asn_database else None)
-    return _WRITER.take_chain()
-
-
-def _flush(batch: Batch) -> Written:
-    assert _WRITER is not None
-    return _WRITER.flush(batch)
-
-
-def _release() -> None:
-    if _WRITER is not None:
-        _WRITER.release()
+    writer = ChainWriter(settings, chain, AsnDatabase(asn_database) if asn_database else None)
+    with sock, sock.makefile("rb") as requests:
+        while True:
+            head = requests.read(_LENGTH)
+            if len(head) < _LENGTH:
+                break  # the proxy is gone or done
+            op, args = pickle.loads(requests.read(int.from_bytes(head, "big")))
+            try:
+                if op == "start":
+                    reply: tuple[bool, Any] = (True, writer.take_chain())
+                elif op == "flush":
+                    reply = (True, writer.flush(*args))
+                else:
+                    writer.release()
+                    reply = (True, None)
+            except EvidenceError as exc:
+                reply = (False, exc)
+            data = pickle.dumps(reply, protocol=pickle.HIGHEST_PROTOCOL)
+            sock.sendall(len(data).to_bytes(_LENGTH, "big") + data)
+    writer.release()
 
 
 def _background() -> None:
