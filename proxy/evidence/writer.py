@@ -727,7 +727,7 @@ def _serve(sock: socket.socket, settings: EvidenceSettings, chain: str,
     setup_logging(log_settings)
     _background()
     writer = ChainWriter(settings, chain, AsnDatabase(asn_database) if asn_database else None)
-    with sock, sock.makefile("rb") as requests:
+    with sock, sock.makefile("rb") as requests, contextlib.suppress(ConnectionError):
         while True:
             head = requests.read(_LENGTH)
             if len(head) < _LENGTH:
@@ -744,7 +744,10 @@ def _serve(sock: socket.socket, settings: EvidenceSettings, chain: str,
             except EvidenceError as exc:
                 reply = (False, exc)
             data = pickle.dumps(reply, protocol=pickle.HIGHEST_PROTOCOL)
-            sock.sendall(len(data).to_bytes(_LENGTH, "big") + data)
+            try:
+                sock.sendall(len(data).to_bytes(_LENGTH, "big") + data)
+            except OSError:
+                break  # the proxy went away between asking and hearing back
     writer.release()
 
 
