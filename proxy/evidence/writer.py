@@ -220,7 +220,12 @@ class EvidenceLog:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), FLUSH)
             self._wake.clear()
-            await self.flush()
+            try:
+                await self.flush()
+            except EvidenceError as exc:  # the chain was taken while the writer restarted
+                log_event(log, logging.ERROR, "evidence-writer-failed", error=str(exc))
+            except Exception:  # a bug: said with its traceback, and the next batch tries again
+                log.exception("evidence batch failed")
 
     def _take(self, closing: bool) -> Batch:
         rows = b"[" + b",".join(self._queue) + b"]"
