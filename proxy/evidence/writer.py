@@ -36,7 +36,7 @@ import pickle
 import socket
 import time
 from pathlib import Path
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, NamedTuple
 
 import orjson
 from protego import Protego
@@ -72,7 +72,6 @@ REPORT_EVERY = 60.0  # seconds between two log lines about the same failure
 _TAIL = 1 << 16  # bytes read back from the newest file at start
 _VARIANT_HASHES = 4096
 
-T = TypeVar("T")
 
 class EvidenceError(Exception):
     """The evidence log cannot be used at all: another process writes this chain."""
