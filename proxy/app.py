@@ -68,6 +68,9 @@ async def _upstream_ctx(app: web.Application) -> AsyncIterator[None]:
     await app[AUDIO].aclose()
 
 
+GAUGE_REFRESH = 2.0  # seconds
+
+
 async def _gauges_ctx(app: web.Application) -> AsyncIterator[None]:
     """Gauges of state the hot path does not touch, refreshed every few seconds."""
     metrics = app[METRICS]
@@ -84,9 +87,6 @@ async def _gauges_ctx(app: web.Application) -> AsyncIterator[None]:
     task = asyncio.create_task(refresh(), name="gauges")
     yield
     task.cancel()
-
-
-GAUGE_REFRESH = 2.0  # seconds
 
 
 async def _evidence_ctx(app: web.Application) -> AsyncIterator[None]:

@@ -80,22 +80,14 @@ async def wait_for_records(folder: Path, what: str, count: int, within: float = 
     """The evidence records whose variant kind (or "watermark" for marked copies) is `what`,
     once there are `count` of them: the writer writes every 0.1 s, off the request path."""
     import asyncio
-    import json
 
-    from proxy.evidence.chain import chain_files
+    from proxy.evidence.report import read_records
 
     deadline = time.monotonic() + within
     found: list[dict] = []
     while time.monotonic() < deadline:
-        found = []
-        for files in chain_files(folder).values():
-            for f in files:
-                for line in f.path.read_bytes().splitlines():
-                    r = json.loads(line)
-                    variant = r.get("variant") or {}
-                    if r["kind"] == "exchange" and (
-                            variant.get("kind") == what or what in variant):
-                        found.append(r)
+        found = [r for r in read_records(folder)[0] if r["kind"] == "exchange" and (
+            r["variant"].get("kind") == what or what in r["variant"])]
         if len(found) >= count:
             return found
         await asyncio.sleep(0.05)

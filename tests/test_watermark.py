@@ -40,11 +40,15 @@ def pair(tmp_path_factory: pytest.TempPathFactory):
     return original, track, a.read_bytes(), b.read_bytes(), layout, folder
 
 
+def splice(a: bytes, b: bytes, layout: watermark.Layout, mark: int) -> bytes:
+    """The copy carrying `mark`, as the proxy sends it: A's or B's bytes, segment by segment."""
+    return b"".join((a, b)[v][s:e] for v, s, e in layout.parts(watermark.bits_of(mark)))
+
+
 def copy_for(pair, client: str) -> tuple[bytes, int]:
     _, track, a, b, layout, _ = pair
     mark = watermark.payload(SECRET, track, client, 1)
-    files = (a, b)
-    return b"".join(files[v][s:e] for v, s, e in layout.parts(watermark.bits_of(mark))), mark
+    return splice(a, b, layout, mark), mark
 
 
 def traced(pair, path: Path) -> watermark.Trace:
@@ -201,8 +205,7 @@ def test_a_truncated_preview_can_be_marked_too(pair, tmp_path):
     a, b = dst.read_bytes(), Path(f"{dst}.b").read_bytes()
     mark = watermark.payload(SECRET, track, "192.0.2.44", 3)
     copy = tmp_path / "copy.mp3"
-    copy.write_bytes(b"".join((a, b)[v][s:e] for v, s, e in layout.parts(
-        watermark.bits_of(mark))))
+    copy.write_bytes(splice(a, b, layout, mark))
     assert codec.probe(copy, AudioFormat.MP3).duration == pytest.approx(40.0, abs=0.1)
     leak = reencode(copy, tmp_path / "leak.mp3", "-c:a", "libmp3lame", "-b:a", "128k")
     found = traced(pair, leak)  # traced against the store's original, as for any copy
@@ -225,8 +228,7 @@ def test_flac_wav_opus_and_m4a_copies_are_marked_and_traced(tmp_path, ext):
     data = (a.read_bytes(), b.read_bytes())
     mark = watermark.payload(SECRET, track, "198.51.100.23", 9)
     copy = folder / f"copy.{ext}"
-    copy.write_bytes(b"".join(data[v][s:e] for v, s, e in layout.parts(
-        watermark.bits_of(mark))))
+    copy.write_bytes(splice(*data, layout, mark))
     if fmt is AudioFormat.FLAC:
         subprocess.run(["flac", "-t", "-s", str(copy)], check=True)  # every frame's CRC holds
     assert decode_errors(copy) == ""
@@ -309,8 +311,7 @@ def test_a_marked_decoy_is_traced_against_the_same_decoy(pair, tmp_path, capsys)
     a, b = dst.read_bytes(), Path(f"{dst}.b").read_bytes()
     mark = watermark.payload(SECRET, track, "203.0.113.200", 5)
     copy = tmp_path / "copy.mp3"
-    copy.write_bytes(b"".join((a, b)[v][s:e] for v, s, e in layout.parts(
-        watermark.bits_of(mark))))
+    copy.write_bytes(splice(a, b, layout, mark))
     leak = reencode(copy, tmp_path / "leak.m4a", "-c:a", "aac", "-b:a", "128k")
     key = tmp_path / "key"
     key.write_bytes(SECRET)

@@ -371,7 +371,7 @@ class ChainWriter:
         self._failed, kinds = 0, {}
         summary, closing = batch.summary, batch.closing
         if batch.queue_dropped:
-            self._lose(batch.queue_dropped, "the writer's queue was full", now)
+            self._lose(batch.queue_dropped, "the writer's queue was full", now, counted=True)
         records: list[dict[str, Any]] = []
         for row in orjson.loads(batch.encounters):
             e = Encounter(*row)
@@ -519,14 +519,14 @@ class ChainWriter:
             with contextlib.suppress(OSError):
                 tmp.unlink()
 
-    def _lose(self, n: int, reason: str, now: float) -> None:
-        """Records that will never be written: counted, reported, and named by the next gap
-        record (queue drops were counted by submit already)."""
+    def _lose(self, n: int, reason: str, now: float, counted: bool = False) -> None:
+        """Records that will never be written: counted as failed writes (unless `counted`
+        already, as queue drops are by submit), reported, and named by the next gap record."""
         if n and not self._lost:
             self._lost_since = now
         self._lost += n
         self._lost_reason = reason
-        if n and "queue" not in reason:
+        if not counted:
             self._failed += n
         self._report(reason, now)
 
