@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 
 from proxy.signals.behaviour import BehaviourTracker, RequestFacts, fingerprint
-from proxy.state import AUDIO, LONG_HALF_LIFE, NO_CONTEXT, REQ, ClientStore
+from proxy.state import AUDIO, LONG_HALF_LIFE, NO_CONTEXT, REQ, ClientStore, StoreError
 
 CHROME_FP = fingerprint("Mozilla/5.0 ... Chrome/131", "*/*", "en-GB", "gzip", '"Chromium"')
 CRAWLER_FP = fingerprint("Mozilla/5.0 ... Chrome/131", "*/*", "", "gzip, deflate", "")
@@ -25,11 +29,19 @@ def observe(t: BehaviourTracker, f: RequestFacts, now: float):
 
 def test_store_never_exceeds_its_capacity():
     store = ClientStore(1000, seed=1)
-    for i in range(20_000):
-        store.row(f"i:10.{i >> 16 & 255}.{i >> 8 & 255}.{i & 255}", float(i))
+    keys = [f"i:10.{i >> 16 & 255}.{i >> 8 & 255}.{i & 255}" for i in range(20_000)]
+    rows = {}
+    for i, key in enumerate(keys):
+        rows[key] = store.row(key, float(i))
     assert len(store) == 1000
     assert store.evictions == 19_000
-    assert all(store.keys[r] == k for k, r in store.rows.items())
+    # every key still held is found at its row (the index survived 19,000 deletions) ...
+    held = [k for k in keys if store.find(k) >= 0]
+    assert len(held) == 1000
+    assert all(store.find(k) == rows[k] for k in held)
+    assert len({rows[k] for k in held}) == 1000
+    # ... and the most recent keys are among them (the least recently seen go first)
+    assert all(store.find(k) >= 0 for k in keys[-10:])
 
 
 def test_counters_halve_every_half_life():
@@ -42,17 +54,60 @@ def test_counters_halve_every_half_life():
     assert store.value(r, REQ) == pytest.approx(8.0 / 2**10)  # the short half-life: 60 s
 
 
-def test_counters_survive_the_hourly_rebase():
-    # the epoch moves every REBASE_EVERY seconds and every stored sum is rescaled with it
+def test_counters_decay_across_frames_and_weights_stay_small():
+    # counts are scaled to their row's frame (FRAME seconds) and rescaled on its first access
+    # in a later one; a weight never exceeds 2
     store = ClientStore(10)
     r = store.row("i:1.2.3.4", 0.0)
     store.add(r, AUDIO, 6.0)
-    for t in range(0, 50_001, 2_500):  # 14 hours in steps: the weights would overflow by then
-        store.row("i:5.6.7.8", float(t))
-        store.add(store.row("i:5.6.7.8", float(t)), REQ)
-    assert store.value(r, AUDIO) == pytest.approx(6.0 * 2 ** (-50_000 / LONG_HALF_LIFE))
-    assert store.w_short < 2 ** 61
-    assert store.value(store.rows["i:5.6.7.8"], REQ) == pytest.approx(1.0)
+    other = -1
+    for t in range(0, 50_001, 2_500):  # 14 hours in steps
+        other = store.row("i:5.6.7.8", float(t) + 0.5)
+        store.add(other, REQ)
+        assert 1.0 <= store.w_short < 2.0
+        assert 1.0 <= store.w_long < 2.0
+    assert store.value(other, REQ) == pytest.approx(1.0, abs=1e-9)
+    store.row("i:1.2.3.4", 50_000.5)
+    assert store.value(r, AUDIO) == pytest.approx(6.0 * 2 ** (-50_000.5 / LONG_HALF_LIFE))
+
+
+def test_workers_share_one_store(tmp_path):
+    # two maps of one shared file, as two workers hold them: a key counted in one is the same
+    # row, with the same counts, in the other; keys added by either are found by both
+    path = tmp_path / "clients"
+    ClientStore.create(path, 1000)
+    a, b = ClientStore.attach(path, seed=1), ClientStore.attach(path, seed=2)
+    ra = a.row("i:1.2.3.4", 10.0)
+    a.add(ra, AUDIO, 3.0)
+    rb = b.row("i:1.2.3.4", 10.0)
+    assert rb == ra
+    assert b.value(rb, AUDIO) == pytest.approx(3.0)
+    b.add(rb, AUDIO)
+    for i in range(3000):  # both add keys until well past the capacity
+        (a if i % 2 else b).row(f"i:10.0.{i >> 8}.{i & 255}", 11.0 + i)
+    assert len(a) == len(b) == 1000
+    assert a.evictions == b.evictions == 2001
+    for i in range(2990, 3000):
+        key = f"i:10.0.{i >> 8}.{i & 255}"
+        assert a.find(key) == b.find(key) >= 0
+
+
+def test_a_store_for_other_hashes_or_no_store_is_refused(tmp_path):
+    path = tmp_path / "clients"
+    path.write_bytes(bytes(4096))
+    with pytest.raises(StoreError, match="is not a SonicShield client store"):
+        ClientStore.attach(path)
+    path.unlink()
+    ClientStore.create(path, 1000)
+    ClientStore.attach(path)  # this process's hashes are the store's from now on
+    seed = "54321" if os.environ.get("PYTHONHASHSEED") == "12345" else "12345"
+    code = f"from proxy.state import ClientStore; ClientStore.attach({str(path)!r})"
+    other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                           env={**os.environ, "PYTHONHASHSEED": seed}, timeout=60)
+    assert other.returncode == 1
+    assert other.stderr.strip().endswith(
+        f"proxy.state.StoreError: {path}: this process hashes keys differently from the "
+        "workers already using the store (PYTHONHASHSEED must be the same in all)")
 
 
 def test_a_listener_session_raises_nothing():
