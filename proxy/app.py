@@ -18,6 +18,7 @@ from .app_keys import (
     ROBOTS,
     RULES,
     SETTINGS,
+    SHARED,
     STREAMS,
     TARPITS,
     TRACKER,
@@ -34,6 +35,7 @@ from .metrics import Metrics
 from .robots import RobotsSource
 from .rules import LiveRules
 from .settings import Settings
+from .shared import SharedState
 from .signals.behaviour import BehaviourTracker
 from .signals.network import AsnDatabase
 from .signals.verify import CrawlerVerifier
@@ -96,10 +98,17 @@ async def _evidence_ctx(app: web.Application) -> AsyncIterator[None]:
     await evidence.aclose()
 
 
+async def _shared_ctx(app: web.Application) -> AsyncIterator[None]:
+    yield
+    await app[SHARED].aclose()
+
+
 def build_app(
-    settings: Settings, rules: LiveRules, metrics: Metrics | None = None, chain: str = "main"
+    settings: Settings, rules: LiveRules, metrics: Metrics | None = None, chain: str = "main",
+    clients: ClientStore | None = None,
 ) -> web.Application:
-    """chain: this process's evidence chain ("main", or "w0".. for the workers)."""
+    """chain: this process's evidence chain ("main", or "w0".. for the workers); clients: the
+    client store the workers share (default: one of this process's own)."""
     app = web.Application(client_max_size=0)
     app[SETTINGS] = settings
     app[RULES] = rules
@@ -108,7 +117,9 @@ def build_app(
     app[ROBOTS] = RobotsSource(settings.upstream.url + "/robots.txt",
                                settings.upstream.robots_refresh,
                                settings.traps.path if settings.traps.enabled else None)
-    app[TRACKER] = BehaviourTracker(ClientStore(settings.limits.tracked_clients))
+    if clients is None:
+        clients = ClientStore(settings.limits.tracked_clients)
+    app[TRACKER] = BehaviourTracker(clients)
     app[TARPITS] = Tarpits(settings.limits.tarpits)
     app[ASN] = AsnDatabase(settings.network.asn_database)
     app[VERIFIER] = CrawlerVerifier()
@@ -116,6 +127,9 @@ def build_app(
     app[AUDIO_RATES] = AudioRates()
     variants = app[METRICS].variants
     app[AUDIO].on_lookup = lambda action, result: variants.labels(action, result).inc()
+    if settings.shared_state.redis_url is not None:
+        app[SHARED] = SharedState(settings.shared_state, clients, app[METRICS])
+        app.cleanup_ctx.append(_shared_ctx)
     if settings.evidence.enabled:
         app[EVIDENCE] = EvidenceLog(settings.evidence, chain, app[METRICS],
                                     settings.network.asn_database, settings.log)

@@ -12,6 +12,7 @@ from .metrics import Metrics
 from .robots import RobotsSource
 from .rules import LiveRules
 from .settings import Settings
+from .shared import SharedState
 from .signals.behaviour import BehaviourTracker
 from .signals.network import AsnDatabase
 from .signals.verify import CrawlerVerifier
@@ -31,3 +32,4 @@ TARPITS = web.AppKey("tarpits", Tarpits)
 ASN = web.AppKey("asn", AsnDatabase)
 VERIFIER = web.AppKey("verifier", CrawlerVerifier)
 EVIDENCE = web.AppKey("evidence", EvidenceLog)  # absent when evidence.enabled is false
+SHARED = web.AppKey("shared", SharedState)  # present only with shared_state.redis_url

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from .exchange import ContentKind, Exchange, Signals
 from .robots import CanonicalRobots
 from .rules import RuleSet
-from .signals.behaviour import NONE, BehaviourTracker, RequestFacts, fingerprint
+from .signals.behaviour import NONE, BehaviourTracker, RequestFacts, header_fingerprint
 from .signals.headers import header_problems
 from .signals.network import UNKNOWN as UNKNOWN_NETWORK
 from .signals.network import AsnDatabase
@@ -37,7 +37,7 @@ def classify(
     recorded = ruleset.needs
     clients = tracker.store
     # the address's row, for the robots.txt state and the behaviour counters
-    ip_row = clients.row("i:" + ex.client.ip, now) if not recorded.isdisjoint(_STATEFUL) else -1
+    ip_row = clients.row("i:" + ex.client.ip, now) if not recorded.isdisjoint(STATEFUL) else -1
     robots_state = ""
     if "robots" in recorded:
         robots_state = robots_compliance(ex.path, info.agent, robots, clients, ip_row)
@@ -56,10 +56,7 @@ def classify(
             referer = headers.get("Referer", "")
             facts = RequestFacts(
                 ip=ex.client.ip,
-                fingerprint=fingerprint(ua_text, headers.get("Accept", ""),
-                                        headers.get("Accept-Language", ""),
-                                        headers.get("Accept-Encoding", ""),
-                                        headers.get("Sec-CH-UA", "")),
+                fingerprint=header_fingerprint(ua_text, headers),
                 method=ex.method,
                 path=ex.path,
                 is_audio=content is _AUDIO,
@@ -98,7 +95,7 @@ def _same_site(referer: str, host: str) -> bool:
     return bool(sep) and rest.split("/", 1)[0] == host
 
 
-_STATEFUL = frozenset({"robots", "behaviour", "trapped"})
+STATEFUL = frozenset({"robots", "behaviour", "trapped"})  # the signals kept per client
 # enum members bound once: a class attribute lookup on an Enum costs more than the test
 _AUDIO, _PAGE, _FEED = ContentKind.AUDIO, ContentKind.PAGE, ContentKind.FEED
 

@@ -5,12 +5,13 @@ request -> Exchange -> classify (Signals) -> decide (Verdict) -> respond -> reco
 
 from __future__ import annotations
 
+import logging
 import secrets
 import time
 from collections.abc import Callable
 from dataclasses import replace
 
-from aiohttp import web
+from aiohttp import HttpVersion11, web
 
 from .app_keys import (
     ASN,
@@ -21,6 +22,7 @@ from .app_keys import (
     ROBOTS,
     RULES,
     SETTINGS,
+    SHARED,
     STREAMS,
     TARPITS,
     TRACKER,
@@ -28,23 +30,36 @@ from .app_keys import (
     VERIFIER,
 )
 from .audio.service import Fallback
-from .classify import classify
+from .classify import STATEFUL, classify
 from .clientip import resolve_client
 from .exchange import Action, ContentKind, Exchange
 from .forward import UpstreamError, open_upstream, proxy_websocket, stream_response
-from .logs import log_access
+from .logs import log_access, log_event
 from .rights import Rights
 from .rules import AUDIO_ACTIONS, RuleSet
+from .signals.behaviour import request_keys
+
+log = logging.getLogger("sonicshield")
 
 
 async def handle(request: web.Request) -> web.StreamResponse:
+    if request.version < HttpVersion11 and "Transfer-Encoding" in request.headers:
+        return _faulty_framing(request)
     ex = start_exchange(request)
     ruleset = request.app[RULES].current  # one rule set for the whole exchange, even mid-reload
     robots = request.app[ROBOTS].canonical(ruleset.robots_disallowed,
                                            ruleset.robots_declarations)
     settings = request.app[SETTINGS]
-    trap_hit = settings.traps.enabled and ex.path.startswith(settings.traps.path)
     tracker = request.app[TRACKER]
+    shared = request.app.get(SHARED)
+    pulled = None
+    if shared is not None and not ruleset.needs.isdisjoint(STATEFUL):
+        # several instances: what the others know of this client, before judging it
+        audio_or_head = (ex.method == "HEAD"
+                         or ruleset.content_kind(ex.path) is ContentKind.AUDIO)
+        pulled = await shared.pull(request_keys(ex.client.ip, audio_or_head, request.headers),
+                                   time.monotonic())
+    trap_hit = settings.traps.enabled and ex.path.startswith(settings.traps.path)
     if trap_hit:  # remembered before classifying, so this very request is judged trapped
         clients = tracker.store
         clients.trap_hit(clients.row("i:" + ex.client.ip, time.monotonic()), time.time())
@@ -56,6 +71,8 @@ async def handle(request: web.Request) -> web.StreamResponse:
         ex.verdict = ruleset.decide(ex)
         metrics = request.app[METRICS]
         metrics.classification_by[ex.signals.content].observe(time.perf_counter() - started)
+        if shared is not None and pulled is not None:
+            shared.push(pulled)  # before the response: the next request may go elsewhere
         if trap_hit:
             metrics.trap_hits.labels(ex.signals.ua_class).inc()
         if settings.shadow and ex.verdict.action is not Action.ALLOW:
@@ -70,13 +87,29 @@ async def handle(request: web.Request) -> web.StreamResponse:
     finally:
         if "behaviour" in ruleset.needs:
             audio = ex.signals is not None and ex.signals.content is ContentKind.AUDIO
-            tracker.finish(
-                ex.client.ip, ex.status, ex.bytes_out if audio else 0, time.monotonic())
+            audio_bytes = ex.bytes_out if audio else 0
+            tracker.finish(ex.client.ip, ex.status, audio_bytes, time.monotonic())
+            if shared is not None:
+                shared.push_finish(ex.client.ip, ex.status, audio_bytes)
+        if shared is not None and pulled is not None:
+            shared.push(pulled)  # a robots.txt read, or what the response recorded
         request.app[METRICS].record(ex)
         log_access(ex)
         evidence = request.app.get(EVIDENCE)
         if evidence is not None:
             evidence.submit(ex, robots, ruleset.rights, trap_hit)
+
+
+def _faulty_framing(request: web.Request) -> web.Response:
+    """RFC 9112 6.1: an HTTP/1.0 message with Transfer-Encoding has faulty framing (what
+    another hop makes of it is how requests are smuggled): refused, and the connection
+    closed, as the parser does for every other malformed head."""
+    reason = "Transfer-Encoding in an HTTP/1.0 request"
+    log_event(log, logging.WARNING, "bad-request", client=request.remote, status=400,
+              reason=reason)
+    resp = web.Response(status=400, text=f"400, message: {reason}")
+    resp.force_close()
+    return resp
 
 
 def start_exchange(request: web.Request) -> Exchange:
@@ -222,6 +255,7 @@ async def _variant(
 
 
 _TITLES = {
+    408: "Request Timeout",
     413: "Request Too Large",
     502: "Bad Gateway",
     504: "Gateway Timeout",
@@ -243,6 +277,8 @@ def local_response(
     resp.headers["Cache-Control"] = "no-store"
     if status == 429:
         resp.headers["Retry-After"] = "5"
+    if status in (408, 413):  # the rest of the body is not coming, or not wanted
+        resp.force_close()
     _verdict_header(request, ex, resp)
     return resp
 

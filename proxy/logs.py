@@ -12,10 +12,13 @@ import sys
 import time
 from typing import Any
 
+from aiohttp.http_exceptions import HttpProcessingError
+
 from .exchange import Exchange
 from .settings import LogSettings
 
 access = logging.getLogger("sonicshield.access")
+worker: int | None = None  # this process's worker number under `--workers N` (access lines)
 
 
 class JsonFormatter(logging.Formatter):
@@ -58,7 +61,26 @@ def setup_logging(settings: LogSettings) -> None:
     # aiohttp logs every client disconnect during a write as an error with a traceback;
     # the proxy logs those itself, once, in the access line.
     logging.getLogger("aiohttp.access").disabled = True
+    server = logging.getLogger("aiohttp.server")
+    if not any(isinstance(f, _BadRequests) for f in server.filters):
+        server.addFilter(_BadRequests())
     access.disabled = not settings.access_log
+
+
+class _BadRequests(logging.Filter):
+    """A request the HTTP parser refused (smuggling attempts, oversized or malformed heads)
+    is an ordinary event: one line naming the client and the reason, not an error with a
+    traceback (aiohttp logs one for each)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if not isinstance(exc, HttpProcessingError):
+            return True
+        client = record.args[0] if isinstance(record.args, tuple) and record.args else None
+        reason = str(exc.message).strip().splitlines()[0] if exc.message else type(exc).__name__
+        log_event(logging.getLogger("sonicshield"), logging.WARNING, "bad-request",
+                  client=client, status=exc.code, reason=reason.rstrip(":"))
+        return False
 
 
 def log_event(logger: logging.Logger, level: int, event: str, **fields: Any) -> None:
@@ -83,6 +105,8 @@ def log_access(ex: Exchange) -> None:
         "action": ex.verdict.action.value,
         "variant": ex.variant,
     }
+    if worker is not None:
+        fields["worker"] = worker
     if ex.served is not None and ex.served.mark is not None:
         fields["mark"] = f"{ex.served.mark:016x}"
     if ex.signals is not None:

@@ -58,6 +58,8 @@ class Metrics:
     robots_states: Counter = field(init=False)
     trap_hits: Counter = field(init=False)
     tracked_clients: Gauge = field(init=False)
+    shared_state_up: Gauge = field(init=False)
+    shared_state_errors: Counter = field(init=False)
     variants: Counter = field(init=False)
     variant_jobs: Gauge = field(init=False)
     evidence_records: Counter = field(init=False)
@@ -126,6 +128,15 @@ class Metrics:
             "sonicshield_tracked_clients", "Client keys remembered (addresses, networks, "
             "fingerprints), at most limits.tracked_clients", registry=r,
             multiprocess_mode="livesum",
+        )
+        self.shared_state_up = Gauge(
+            "sonicshield_shared_state_up", "1 while the Redis shared client state answers, 0 "
+            "while this instance classifies with its own state alone (set only with "
+            "shared_state.redis_url)", registry=r, multiprocess_mode="min",
+        )
+        self.shared_state_errors = Counter(
+            "sonicshield_shared_state_errors", "Redis calls for the shared client state that "
+            "failed or timed out", registry=r,
         )
         self.variants = Counter(
             "sonicshield_variants", "Audio variant lookups: hit (cached), miss (made now), "

@@ -13,6 +13,7 @@ import gc
 import logging
 import multiprocessing
 import os
+import secrets
 import shutil
 import signal
 import sys
@@ -25,6 +26,7 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CollectorRegistry, generate_latest
 
+from . import logs
 from .admin import build_admin_app, upstream_readiness
 from .app import build_app, runner_kwargs
 from .app_keys import RULES, STREAMS, UPSTREAM
@@ -34,6 +36,7 @@ from .logs import log_event, setup_logging
 from .metrics import Metrics
 from .rules import LiveRules, load_rules
 from .settings import Listen, Settings
+from .state import ClientStore, StoreError
 from .yamlsource import ConfigError
 
 log = logging.getLogger("sonicshield")
@@ -90,10 +93,11 @@ def _install_signals(stop: asyncio.Event, on_hup: Callable[[], object]) -> None:
 async def serve(
     settings: Settings, rules: LiveRules, *, with_admin: bool, reuse_port: bool,
     on_ready: Callable[[list[str], list[str]], None] | None = None, chain: str = "main",
+    clients: ClientStore | None = None,
 ) -> None:
     """Run one proxy process until SIGTERM/SIGINT, then drain."""
     metrics = Metrics(CollectorRegistry())
-    app = build_app(settings, rules, metrics, chain)
+    app = build_app(settings, rules, metrics, chain, clients)
     runner = web.AppRunner(app, handle_signals=False, **runner_kwargs(settings))  # type: ignore[arg-type]
     await runner.setup()
     admin_runner: web.AppRunner | None = None
@@ -130,27 +134,31 @@ async def serve(
     log_event(log, logging.INFO, "stopped", pid=os.getpid())
 
 
-def _worker_main(settings: Settings, index: int) -> None:
+def _worker_main(settings: Settings, index: int, store: Path) -> None:
     setup_logging(settings.log)
+    logs.worker = index
     live = LiveRules(load_rules(settings.rules_dir))
     try:
+        clients = ClientStore.attach(store)
         with asyncio.Runner(loop_factory=new_event_loop) as runner:
             runner.run(serve(settings, live, with_admin=False, reuse_port=True,
-                             chain=f"w{index}"))
-    except EvidenceError as exc:
+                             chain=f"w{index}", clients=clients))
+    except (EvidenceError, StoreError) as exc:
         log_event(log, logging.ERROR, "worker-cannot-start", worker=index, error=str(exc))
         sys.exit(_CANNOT_START)
 
 
-async def _supervise(settings: Settings) -> None:
-    """Start the workers, serve the admin listener, forward signals, restart crashed workers."""
+async def _supervise(settings: Settings, store: Path) -> None:
+    """Start the workers, serve the admin listener, forward signals, restart crashed workers.
+    store: the client store's file, shared by the workers (proxy/state.py)."""
     from prometheus_client import multiprocess
 
     ctx = multiprocessing.get_context("spawn")
     workers: dict[int, Any] = {}
 
     def spawn(index: int) -> None:
-        proc = ctx.Process(target=_worker_main, args=(settings, index), name=f"worker-{index}")
+        proc = ctx.Process(target=_worker_main, args=(settings, index, store),
+                           name=f"worker-{index}")
         proc.start()
         workers[index] = proc
 
@@ -235,9 +243,20 @@ def run(settings: Settings) -> int:
         return 0
     metrics_dir = tempfile.mkdtemp(prefix="sonicshield-metrics-")
     os.environ[_MULTIPROC_ENV] = metrics_dir  # read by the spawned workers at import
+    # the workers' shared client store: in memory (/dev/shm) where there is one
+    shm = Path("/dev/shm")
+    store_dir = Path(tempfile.mkdtemp(prefix="sonicshield-clients-",
+                                      dir=shm if shm.is_dir() and os.access(shm, os.W_OK)
+                                      else None))
+    store = store_dir / "clients"
+    ClientStore.create(store, settings.limits.tracked_clients)
+    # the store indexes keys by their string hash: every worker must hash alike, with a seed
+    # chosen here, at random, unless the operator set one
+    os.environ.setdefault("PYTHONHASHSEED", str(secrets.randbelow(1 << 32)))
     try:
         with asyncio.Runner(loop_factory=new_event_loop) as runner:
-            runner.run(_supervise(settings))
+            runner.run(_supervise(settings, store))
     finally:
         shutil.rmtree(metrics_dir, ignore_errors=True)
+        shutil.rmtree(store_dir, ignore_errors=True)
     return 0

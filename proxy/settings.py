@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
+from .state import LONG_HALF_LIFE
 from .yamlsource import (
     ConfigError,
     LocatedDict,
@@ -127,6 +128,17 @@ class EvidenceSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class SharedStateSettings:
+    """Client state shared by instances through Redis (proxy/shared.py); None: local only."""
+
+    redis_url: str | None = None  # redis://HOST:PORT/DB, rediss://..., unix:///path
+    timeout: float = 0.05  # seconds a Redis call may take before the request goes on without
+    retry: float = 1.0  # seconds between reconnection attempts while Redis is away
+    key_prefix: str = "sonicshield:"
+    ttl: float = 3600.0  # seconds a client's shared row outlives its last update
+
+
+@dataclass(frozen=True, slots=True)
 class LogSettings:
     format: str = "json"  # json | text
     level: str = "info"
@@ -148,6 +160,7 @@ class Settings:
     traps: TrapSettings = field(default_factory=TrapSettings)
     audio: AudioSettings = field(default_factory=AudioSettings)
     evidence: EvidenceSettings = field(default_factory=EvidenceSettings)
+    shared_state: SharedStateSettings = field(default_factory=SharedStateSettings)
     verdict_header: bool = False  # send X-SonicShield-Verdict on responses
     # Decide and record every verdict, but serve every client the real response: for trying
     # new rules on live traffic.
@@ -285,6 +298,15 @@ def parse_upstream_url(value: Any) -> str:
     return value.rstrip("/")
 
 
+def _parse_redis_url(value: Any) -> str | None:
+    if not isinstance(value, str):
+        raise TypeError
+    parts = urlsplit(value)
+    if parts.scheme not in ("redis", "rediss", "unix") or not (parts.hostname or parts.path):
+        raise ValueError(f"got {value!r}")
+    return value
+
+
 def _parse_network(value: Any) -> IPNetwork:
     if not isinstance(value, str):
         raise TypeError
@@ -307,6 +329,7 @@ TOP_KEYS = (
     "traps",
     "audio",
     "evidence",
+    "shared_state",
 )
 
 
@@ -421,6 +444,17 @@ def settings_from_mapping(raw: LocatedDict, base_dir: Path, source: str) -> Sett
         queue=r.integer(ev, "queue", d_ev.queue, 100, 10_000_000),
     )
 
+    sh = r.section(raw, "shared_state", SharedStateSettings.__slots__)
+    d_sh = DEFAULTS.shared_state
+    shared_state = SharedStateSettings(
+        redis_url=r.value(sh, "redis_url", None, _parse_redis_url,
+                          "a redis://, rediss:// or unix:// URL, or null"),
+        timeout=r.number(sh, "timeout", d_sh.timeout, minimum=0.001),
+        retry=r.number(sh, "retry", d_sh.retry, minimum=0.1),
+        key_prefix=r.string(sh, "key_prefix", d_sh.key_prefix),
+        ttl=r.number(sh, "ttl", d_sh.ttl, minimum=LONG_HALF_LIFE),
+    )
+
     rules_dir = Path(r.string(raw, "rules_dir", str(DEFAULTS.rules_dir)))
     settings = Settings(
         listen=tuple(listens) or DEFAULTS.listen,
@@ -436,6 +470,7 @@ def settings_from_mapping(raw: LocatedDict, base_dir: Path, source: str) -> Sett
         traps=traps,
         audio=audio,
         evidence=evidence,
+        shared_state=shared_state,
         verdict_header=r.boolean(raw, "verdict_header", DEFAULTS.verdict_header),
         shadow=r.boolean(raw, "shadow", DEFAULTS.shadow),
         source=source,

@@ -186,6 +186,14 @@ class ProxyProcess:
     def log(self) -> str:
         return self.stderr_path.read_text(errors="replace")
 
+    def wait_for_log(self, text: str, count: int = 1, within: float = 30.0) -> None:
+        deadline = time.monotonic() + within
+        while self.log.count(text) < count:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{count} x {text!r} not in the log after {within} s:\n"
+                                   f"{self.log}")
+            time.sleep(0.05)
+
     def rss(self) -> int:
         import psutil
 
@@ -233,12 +241,12 @@ def spawn_proxy(tmp_path: Path) -> Iterator:
         admin_port = free_port() if admin else None
         config = proxy_config(upstream, port, admin_port=admin_port, admin_token=admin_token,
                               rules_dir=rules_dir, extra=extra)
-        p = ProxyProcess(tmp_path / f"p{len(started)}", config, port, admin_port, preexec)
+        home = tmp_path / f"p{len(started)}"
+        home.mkdir()
+        p = ProxyProcess(home, config, port, admin_port, preexec)
         started.append(p)
         return p
 
-    for i in range(4):
-        (tmp_path / f"p{i}").mkdir()
     yield spawn
     for p in started:
         p.kill()

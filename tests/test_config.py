@@ -64,6 +64,7 @@ admin:
 log:
   format: xml
 unknown_top: 1
+shared_state: {redis_url: 'http://cache:6379', ttl: 60}
 """)
     with pytest.raises(ConfigError) as exc:
         load_settings(config)
@@ -77,6 +78,9 @@ unknown_top: 1
         f"{p}:11:10: 'token' must be a string of at least 16 characters: it has 5",
         f"{p}:13:11: 'format' must be one of json, text: got 'xml'",
         f"{p}:14:1: unknown key 'unknown_top' in the config file",
+        f"{p}:15:27: 'redis_url' must be a redis://, rediss:// or unix:// URL, or null: got "
+        "'http://cache:6379'",
+        f"{p}:15:53: 'ttl' must be a number of seconds greater than 600: got 60",
     ]
 
 

@@ -179,10 +179,7 @@ def test_200_mb_upload_keeps_proxy_memory_flat(spawn_proxy, upstream_process):
 
 def test_two_workers_share_the_port_and_metrics_aggregate(spawn_proxy, upstream_process):
     proxy = spawn_proxy(upstream_process, extra="workers: 2\n", admin=True)
-    deadline = time.monotonic() + 30
-    while proxy.log.count('"event":"listening"') < 2:
-        assert time.monotonic() < deadline, proxy.log
-        time.sleep(0.05)
+    proxy.wait_for_log('"event":"listening"', count=2)
 
     async def traffic() -> str:
         async with aiohttp.ClientSession() as s:

@@ -23,6 +23,7 @@ import hashlib
 import ipaddress
 import math
 import zlib
+from collections.abc import Mapping
 from typing import NamedTuple
 
 from ..state import (
@@ -121,6 +122,20 @@ def fingerprint(ua: str, accept: str, language: str, encoding: str, hints: str) 
         "\x00".join((ua, accept, language, encoding, hints)).encode(), digest_size=8
     )
     return "f:" + digest.hexdigest()
+
+
+def header_fingerprint(ua: str, headers: Mapping[str, str]) -> str:
+    """fingerprint() of a request's own headers."""
+    return fingerprint(ua, headers.get("Accept", ""), headers.get("Accept-Language", ""),
+                       headers.get("Accept-Encoding", ""), headers.get("Sec-CH-UA", ""))
+
+
+def request_keys(ip: str, audio_or_head: bool, headers: Mapping[str, str]) -> tuple[str, ...]:
+    """The keys a request counts on: its address; for audio and HEAD requests also its
+    network and fingerprint (BehaviourTracker.observe)."""
+    if not audio_or_head:
+        return ("i:" + ip,)
+    return ("i:" + ip, network_key(ip), header_fingerprint(headers.get("User-Agent", ""), headers))
 
 
 class BehaviourTracker:
