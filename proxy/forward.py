@@ -124,21 +124,32 @@ def response_headers(upstream_headers: CIMultiDictProxy[str]) -> CIMultiDict[str
     return CIMultiDict((k, v) for k, v in upstream_headers.items() if k.lower() not in drop)
 
 
+class RequestBodyStalled(Exception):
+    """The client stopped sending its request body for client_idle seconds."""
+
+
+def _stalled(idle: float) -> UpstreamError:
+    return UpstreamError(408, "client-timeout", f"the request body stalled for {idle:g}s")
+
+
 async def _request_body(
     request: web.Request, ex: Exchange, upstream: Upstream
 ) -> AsyncIterator[bytes]:
     limit = upstream.settings.limits.max_request_body
     idle = upstream.settings.timeouts.client_idle
-    async with upstream.deadlines.deadline() as deadline:
-        while True:
-            deadline.move(idle)
-            chunk = await request.content.readany()
-            if not chunk:
-                return
-            ex.bytes_in += len(chunk)
-            if limit and ex.bytes_in > limit:
-                raise RequestBodyTooLarge
-            yield chunk
+    try:
+        async with upstream.deadlines.deadline() as deadline:
+            while True:
+                deadline.move(idle)
+                chunk = await request.content.readany()
+                if not chunk:
+                    return
+                ex.bytes_in += len(chunk)
+                if limit and ex.bytes_in > limit:
+                    raise RequestBodyTooLarge
+                yield chunk
+    except TimeoutError:  # the client's deadline, not the store's
+        raise RequestBodyStalled from None
 
 
 async def open_upstream(
@@ -165,6 +176,8 @@ async def open_upstream(
             )
     except RequestBodyTooLarge:
         raise UpstreamError(413, "request-too-large", "request body over the limit") from None
+    except RequestBodyStalled:
+        raise _stalled(s.timeouts.client_idle) from None
     except TimeoutError:
         raise UpstreamError(
             504, "upstream-timeout", f"no response within {s.timeouts.upstream_response:g}s"
@@ -175,6 +188,8 @@ async def open_upstream(
         cause = exc.__cause__ or exc.__context__
         if isinstance(cause, RequestBodyTooLarge):
             raise UpstreamError(413, "request-too-large", "request body over the limit") from None
+        if isinstance(cause, RequestBodyStalled):
+            raise _stalled(s.timeouts.client_idle) from None
         raise UpstreamError(502, "upstream-error", f"{type(exc).__name__}: {exc}") from None
     ex.upstream_ms = (asyncio.get_running_loop().time() - started) * 1000.0
     return up

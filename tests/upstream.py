@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import socket
+import struct
 import sys
 
 from aiohttp import web
@@ -106,6 +108,20 @@ async def stall(request: web.Request) -> web.StreamResponse:
     return resp
 
 
+async def reset(request: web.Request) -> web.StreamResponse:
+    """Headers promising 1 MiB and 64 KiB of it, then a TCP reset."""
+    resp = web.StreamResponse()
+    resp.content_length = 1 << 20
+    await resp.prepare(request)
+    await resp.write(CHUNK)
+    transport = request.transport
+    assert transport is not None
+    sock = transport.get_extra_info("socket")
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # RST
+    transport.abort()
+    return resp
+
+
 async def redirect(_: web.Request) -> web.Response:
     raise web.HTTPFound("/echo?from=redirect")
 
@@ -132,6 +148,7 @@ def build_upstream() -> web.Application:
     r.add_get("/slow", slow)
     r.add_get("/hang", hang)
     r.add_get("/stall", stall)
+    r.add_get("/reset", reset)
     r.add_get("/ws", websocket)
     r.add_get("/redirect", redirect)
     return app
