@@ -281,3 +281,30 @@ def test_hostile_rule_files_are_refused(tmp_path, text, error, capsys):
     (tmp_path / "bad.yaml").write_text(text)
     assert main(["check", str(tmp_path)]) == 1
     assert error in capsys.readouterr().err
+
+
+def test_slow_readers_keep_the_proxy_memory_bounded(spawn_proxy, upstream_process):
+    """Eight clients ask for 100 MB each and then read nothing: the proxy stops reading from
+    the store when a client's socket is full, instead of buffering the tracks."""
+    proxy = spawn_proxy(upstream_process, extra="timeouts: {client_idle: 30}\n")
+    baseline = proxy.rss()
+    sockets = []
+    try:
+        for _ in range(8):
+            s = socket.create_connection(("127.0.0.1", proxy.port), timeout=10)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 << 10)
+            s.sendall(b"GET /bytes/100000000 HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert s.recv(65536).startswith(b"HTTP/1.1 200")
+            sockets.append(s)
+        peak = baseline
+        deadline = time.monotonic() + 3  # sampled while nobody reads
+        while time.monotonic() < deadline:
+            peak = max(peak, proxy.rss())
+            time.sleep(0.1)
+    finally:
+        for s in sockets:
+            s.close()
+    assert peak - baseline < 40 << 20, f"proxy RSS grew {(peak - baseline) >> 20} MiB"
+    assert asyncio.run(_ok(proxy.url + "/echo"))
+    proxy.stop()
+    assert "Traceback" not in proxy.log
