@@ -6,6 +6,7 @@ import argparse
 import os
 import re
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -328,6 +329,42 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(args)
 
 
+def _cmd_audit(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from .audit import render
+    from .audit.checks import run_audit
+
+    url = args.url if "://" in args.url else "https://" + args.url
+    try:
+        audit = asyncio.run(run_audit(url, max_requests=args.max_requests, rate=args.rate,
+                                      request_timeout=args.timeout))
+    except ValueError as exc:
+        print(f"sonicshield audit: {exc}", file=sys.stderr)
+        return 2
+    out = {"text": render.text, "json": render.as_json, "html": render.html}[args.format](audit)
+    if args.out:
+        args.out.write_text(out)
+        print(f"audit of {audit.target}: score {audit.score}/100 ({audit.grade}), "
+              f"written to {args.out}")
+    else:
+        sys.stdout.write(out)
+    return 0
+
+
+def _positive(kind: type[int] | type[float], ceiling: float) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        if not 0 < value <= ceiling:
+            raise argparse.ArgumentTypeError(f"must be above 0 and at most {ceiling:g}")
+        return value
+
+    return parse
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="sonicshield",
@@ -452,6 +489,19 @@ def build_parser() -> argparse.ArgumentParser:
             cmd.add_argument("--format", choices=("html", "csv", "json"), default="html")
             cmd.add_argument("--out", type=Path, help="write here instead of standard output")
 
+    audit = sub.add_parser(
+        "audit", help="the Sonic-Sovereignty audit: how exposed a site's recordings are to AI "
+        "scraping, and what to fix")
+    audit.add_argument("url", help="the site, e.g. https://music.example.org")
+    audit.add_argument("--format", choices=("text", "json", "html"), default="text")
+    audit.add_argument("--out", type=Path, help="write the report here instead of stdout")
+    audit.add_argument("--max-requests", type=_positive(int, 500), default=40,
+                       help="requests the audit may send in all (default 40)")
+    audit.add_argument("--rate", type=_positive(float, 20), default=4.0,
+                       help="requests per second at most (default 4)")
+    audit.add_argument("--timeout", type=_positive(float, 120), default=10.0,
+                       help="seconds per request (a tarpit is reported when it runs out)")
+    audit.set_defaults(func=_cmd_audit)
     check = sub.add_parser("check", help="validate rule files; every error with file:line:col")
     check.add_argument("dir", nargs="?", help="rules directory (default ./rules)")
     check.set_defaults(func=_cmd_check)

@@ -67,7 +67,7 @@ def load_policy(path: Path, display: str) -> RobotsPolicy:
         values[key] = frozenset(raw)
     for key in ("disallow_agents", "allow_agents"):
         for name in sorted(values.get(key, frozenset())):
-            if not _PRODUCT_TOKEN.fullmatch(name):
+            if not PRODUCT_TOKEN.fullmatch(name):
                 problems.append(Problem(
                     doc.value_mark(key),
                     f"{name!r} is not an agent token (letters, digits, '-', '_', '.'); "
@@ -112,7 +112,7 @@ _ANSWERS = 8192
 
 # RFC 9309 product tokens (plus digits and '.', which real agents use). Anything else, "*"
 # above all, is never written into a generated group.
-_PRODUCT_TOKEN = re.compile(r"[A-Za-z0-9_.-]+")
+PRODUCT_TOKEN = re.compile(r"[A-Za-z0-9_.-]+")
 
 
 def build_canonical(
@@ -120,7 +120,7 @@ def build_canonical(
     declarations: tuple[str, ...] = (),
 ) -> CanonicalRobots:
     """declarations: lines for everyone's group (Content-Signal, Content-Usage: rights.py)."""
-    disallowed = [name for name in disallowed if _PRODUCT_TOKEN.fullmatch(name)]
+    disallowed = [name for name in disallowed if PRODUCT_TOKEN.fullmatch(name)]
     parts = []
     if upstream_text.strip():
         parts.append(upstream_text.rstrip("\n") + "\n")
