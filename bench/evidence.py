@@ -57,24 +57,6 @@ app = web.Application()
 app.router.add_get("/{tail:.*}", page)
 web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), print=None)
 '''
-LISTENER = '''
-import asyncio, json, sys, time, aiohttp
-async def main(url, rate, seconds):
-    times = []
-    n = int(rate * seconds)
-    async with aiohttp.ClientSession(headers={"User-Agent": "Mozilla/5.0 Firefox/133.0",
-                                              "Accept-Language": "en"}) as s:
-        start = time.perf_counter() + 0.2
-        async def one(i):
-            await asyncio.sleep(max(0.0, start + i / rate - time.perf_counter()))
-            t = time.perf_counter()
-            async with s.get(url) as r:
-                await r.read()
-            times.append(time.perf_counter() - t)
-        await asyncio.gather(*(one(i) for i in range(n)))
-    print(json.dumps(times))
-asyncio.run(main(sys.argv[1], float(sys.argv[2]), float(sys.argv[3])))
-'''
 
 
 def refused(i: int) -> Exchange:
@@ -127,7 +109,7 @@ def verify_million() -> None:
 
 async def listener_latency(url: str) -> list[float]:
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", LISTENER, url, str(LISTEN_RATE), str(PHASE_S),
+        sys.executable, "-m", "bench.listener", url, str(LISTEN_RATE), str(PHASE_S),
         stdout=asyncio.subprocess.PIPE)
     out, _ = await proc.communicate()
     return list(json.loads(out))
