@@ -87,12 +87,11 @@ async def handle(request: web.Request) -> web.StreamResponse:
     finally:
         if "behaviour" in ruleset.needs:
             audio = ex.signals is not None and ex.signals.content is ContentKind.AUDIO
-            audio_bytes = ex.bytes_out if audio else 0
-            tracker.finish(ex.client.ip, ex.status, audio_bytes, time.monotonic())
-            if shared is not None:
-                shared.push_finish(ex.client.ip, ex.status, audio_bytes)
+            tracker.finish(
+                ex.client.ip, ex.status, ex.bytes_out if audio else 0, time.monotonic())
         if shared is not None and pulled is not None:
-            shared.push(pulled)  # a robots.txt read, or what the response recorded
+            # a robots.txt read, a 404, the audio bytes sent: what the response recorded
+            shared.push(pulled)
         request.app[METRICS].record(ex)
         log_access(ex)
         evidence = request.app.get(EVIDENCE)

@@ -40,11 +40,9 @@ from .metrics import Metrics
 from .settings import SharedStateSettings
 from .state import (
     ADDRESSES,
-    AUDIO_BYTES,
     FIELDS,
     FRAME_NO,
     LONG_HALF_LIFE,
-    NOT_FOUND,
     ROBOTS_READ,
     ROBOTS_VIOLATION,
     SHORT_HALF_LIFE,
@@ -192,8 +190,9 @@ class SharedState:
         for r, before, (tracks, addresses) in zip(pulled.rows, pulled.before, pulled.masks,
                                                    strict=True):
             b = r * FIELDS
-            if v[b + FRAME_NO] != before[FRAME_NO]:  # rescaled since: compare like with like
-                before = array("d", before)
+            if v[b + FRAME_NO] != store.frame:  # a frame has passed: compare like with like
+                rescale(v, b, store.frame)
+            if before[FRAME_NO] != store.frame:
                 rescale(before, 0, store.frame)
             deltas = [(v[b] - before[0]) / ws]
             deltas += [(v[b + j] - before[j]) / wl for j in range(1, _COUNTERS)]
@@ -208,17 +207,6 @@ class SharedState:
             return
         pulled.remember(store)
         task = asyncio.get_running_loop().create_task(self._send(pulled.keys, args))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    def push_finish(self, ip: str, status: int, audio_bytes: int) -> None:
-        """What the end of an exchange adds on the address alone: a 404, audio bytes."""
-        if not self.up or (status != 404 and not audio_bytes):
-            return
-        args = [0.0] * _PER_KEY
-        args[NOT_FOUND] = 1.0 if status == 404 else 0.0
-        args[AUDIO_BYTES] = float(audio_bytes)
-        task = asyncio.get_running_loop().create_task(self._send(("i:" + ip,), args))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
