@@ -335,9 +335,8 @@ def _cmd_audit(args: argparse.Namespace) -> int:
     from .audit import render
     from .audit.checks import run_audit
 
-    url = args.url if "://" in args.url else "https://" + args.url
     try:
-        audit = asyncio.run(run_audit(url, max_requests=args.max_requests, rate=args.rate,
+        audit = asyncio.run(run_audit(args.url, max_requests=args.max_requests, rate=args.rate,
                                       request_timeout=args.timeout))
     except ValueError as exc:
         print(f"sonicshield audit: {exc}", file=sys.stderr)

@@ -138,7 +138,6 @@ class SharedState:
         self._merge = self._redis.register_script(MERGE)
         self._tasks: set[asyncio.Task[None]] = set()
         self._reconnect: asyncio.Task[None] | None = None
-        self._prefix = settings.key_prefix
         metrics.shared_state_up.set(1)
 
     async def aclose(self) -> None:
@@ -219,7 +218,7 @@ class SharedState:
     async def _call(self, keys: Sequence[str], args: list[float]) -> Any:
         s = self.settings
         return await self._merge(
-            keys=[self._prefix + k for k in keys],
+            keys=[s.key_prefix + k for k in keys],
             args=[repr(time.time()), int(s.ttl * 1000), SHORT_HALF_LIFE, LONG_HALF_LIFE, *args])
 
     def _down(self, exc: BaseException) -> None:

@@ -171,10 +171,6 @@ class ClientStore:
         self._index: memoryview[int] = view[owners_end : owners_end + slots * 8].cast("Q")
 
     @property
-    def shared(self) -> bool:
-        return self._fd is not None
-
-    @property
     def evictions(self) -> int:
         return int(self._header[_H_EVICTIONS])
 

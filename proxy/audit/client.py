@@ -39,7 +39,6 @@ class Fetched:
     body: bytes
     seconds: float
     error: str = ""
-    complete: bool = True  # False: cut at the byte limit or by the timeout
 
     def header(self, name: str) -> str:
         return self.headers.get(name.lower(), "")
@@ -87,13 +86,13 @@ class PoliteClient:
                         body += piece
                         if len(body) >= limit:
                             return Fetched(url, status, found, body[:limit],
-                                           time.monotonic() - started, complete=False)
+                                           time.monotonic() - started)
         except TimeoutError:
             error = "timed out mid-body" if status else f"no answer within {self.timeout:g} s"
-            return Fetched(url, status, found, body, time.monotonic() - started, error, False)
+            return Fetched(url, status, found, body, time.monotonic() - started, error)
         except (aiohttp.ClientError, OSError) as exc:
             return Fetched(url, status, found, body, time.monotonic() - started,
-                           str(exc) or type(exc).__name__, False)
+                           str(exc) or type(exc).__name__)
         return Fetched(url, status, found, body, time.monotonic() - started)
 
 
@@ -144,7 +143,6 @@ class Site:
     audio: dict[str, str] = field(default_factory=dict)  # audio URL -> the page it was on
     pages: list[str] = field(default_factory=list)
     feeds: list[str] = field(default_factory=list)
-    sitemaps: list[str] = field(default_factory=list)
     home: Fetched | None = None
 
     def same_site(self, url: str) -> bool:
@@ -163,7 +161,6 @@ async def discover(client: PoliteClient, site: Site, sitemap_urls: list[str],
         site.home = await client.get(site.base + "/", audit_headers())
         queue = _read_page(site, site.base + "/", site.home)
         for url in sitemap_urls or [site.base + "/sitemap.xml"]:
-            site.sitemaps.append(url)
             fetched = await client.get(url, audit_headers())
             if fetched.status == 200:
                 queue += [u for u in _xml_locations(fetched.body, site, url) if u not in queue]
