@@ -23,10 +23,12 @@ from .app_keys import (
     TARPITS,
     TRACKER,
     UPSTREAM,
+    VERDICTS,
     VERIFIER,
 )
 from .audio.rates import AudioRates
 from .audio.service import Countermeasures
+from .classify import VerdictCache
 from .deadlines import DeadlineWatch
 from .evidence.writer import EvidenceLog
 from .forward import Upstream, make_session
@@ -74,12 +76,19 @@ GAUGE_REFRESH = 2.0  # seconds
 
 
 async def _gauges_ctx(app: web.Application) -> AsyncIterator[None]:
-    """Gauges of state the hot path does not touch, refreshed every few seconds."""
+    """Gauges of state the hot path does not touch, refreshed every few seconds (and the
+    verdict cache's counts: the hot path keeps them as plain integers)."""
     metrics = app[METRICS]
+    verdicts = app[VERDICTS]
+    hits, misses = metrics.verdict_cache.labels("hit"), metrics.verdict_cache.labels("miss")
+    counted = [0, 0]  # the cache's lookups and hits already added to the counters
 
     async def refresh() -> None:
         while True:
             metrics.tracked_clients.set(len(app[TRACKER].store))
+            hits.inc(verdicts.hits - counted[1])
+            misses.inc(verdicts.lookups - verdicts.hits - counted[0] + counted[1])
+            counted[:] = verdicts.lookups, verdicts.hits
             metrics.variant_jobs.set(app[AUDIO].jobs)
             evidence = app.get(EVIDENCE)
             if evidence is not None:
@@ -122,6 +131,7 @@ def build_app(
     app[TRACKER] = BehaviourTracker(clients)
     app[TARPITS] = Tarpits(settings.limits.tarpits)
     app[ASN] = AsnDatabase(settings.network.asn_database)
+    app[VERDICTS] = VerdictCache(clients, app[ASN], settings.limits.verdict_cache)
     app[VERIFIER] = CrawlerVerifier()
     app[AUDIO] = Countermeasures.from_settings(settings.audio)
     app[AUDIO_RATES] = AudioRates()

@@ -6,6 +6,7 @@ from aiohttp import web
 
 from .audio.rates import AudioRates
 from .audio.service import Countermeasures
+from .classify import VerdictCache
 from .evidence.writer import EvidenceLog
 from .forward import Upstream
 from .metrics import Metrics
@@ -28,6 +29,7 @@ RULES = web.AppKey("rules", LiveRules)
 STREAMS = web.AppKey("streams", StreamLimiter)
 ROBOTS = web.AppKey("robots", RobotsSource)
 TRACKER = web.AppKey("tracker", BehaviourTracker)  # and its client store
+VERDICTS = web.AppKey("verdicts", VerdictCache)  # the worker's per-client verdict cache
 TARPITS = web.AppKey("tarpits", Tarpits)
 ASN = web.AppKey("asn", AsnDatabase)
 VERIFIER = web.AppKey("verifier", CrawlerVerifier)

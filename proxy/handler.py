@@ -27,10 +27,11 @@ from .app_keys import (
     TARPITS,
     TRACKER,
     UPSTREAM,
+    VERDICTS,
     VERIFIER,
 )
 from .audio.service import Fallback
-from .classify import STATEFUL, classify
+from .classify import STATEFUL, classify, record
 from .clientip import resolve_client
 from .exchange import Action, ContentKind, Exchange
 from .forward import UpstreamError, open_upstream, proxy_websocket, stream_response
@@ -63,18 +64,30 @@ async def handle(request: web.Request) -> web.StreamResponse:
     if trap_hit:  # remembered before classifying, so this very request is judged trapped
         clients = tracker.store
         clients.trap_hit(clients.row("i:" + ex.client.ip, time.monotonic()), time.time())
+    verdicts = request.app[VERDICTS]
+    cached = None
     try:
+        now = time.monotonic()
         started = time.perf_counter()
-        ex.signals = classify(request.headers, ex, ruleset, robots, tracker,
-                              request.app[STREAMS].open.get(ex.client.ip, 0), time.monotonic(),
-                              request.app[ASN], request.app[VERIFIER])
-        ex.verdict = ruleset.decide(ex)
+        ua = request.headers.get("User-Agent", "")
+        cached = verdicts.lookup(ex, ua, ruleset, now)
+        if cached is None:
+            signals = ex.signals = classify(
+                request.headers, ex, ruleset, robots, tracker,
+                request.app[STREAMS].open.get(ex.client.ip, 0), now, request.app[ASN],
+                request.app[VERIFIER])
+            ex.verdict = ruleset.decide(ex)
+            verdicts.remember(ex, ua, ruleset, now)
+        else:
+            signals, ex.verdict = cached
+            ex.signals = signals
+        elapsed = time.perf_counter() - started
         metrics = request.app[METRICS]
-        metrics.classification_by[ex.signals.content].observe(time.perf_counter() - started)
+        metrics.classification_by[signals.content].observe(elapsed)
         if shared is not None and pulled is not None:
             shared.push(pulled)  # before the response: the next request may go elsewhere
         if trap_hit:
-            metrics.trap_hits.labels(ex.signals.ua_class).inc()
+            metrics.trap_hits.labels(signals.ua_class).inc()
         if settings.shadow and ex.verdict.action is not Action.ALLOW:
             ex.verdict = replace(ex.verdict, shadow=True)
         if ex.method in ("GET", "HEAD"):
@@ -85,6 +98,9 @@ async def handle(request: web.Request) -> web.StreamResponse:
                 return serve_declaration(request, ex, kind, text)
         return await respond(request, ex, ruleset, trap_hit)
     finally:
+        if cached is not None:  # what classify would have recorded, now the answer is out
+            record(request.headers, ex, ruleset, robots, tracker,
+                   request.app[STREAMS].open.get(ex.client.ip, 0), time.monotonic())
         if "behaviour" in ruleset.needs:
             audio = ex.signals is not None and ex.signals.content is ContentKind.AUDIO
             tracker.finish(

@@ -58,6 +58,7 @@ class Metrics:
     robots_states: Counter = field(init=False)
     trap_hits: Counter = field(init=False)
     tracked_clients: Gauge = field(init=False)
+    verdict_cache: Counter = field(init=False)
     shared_state_up: Gauge = field(init=False)
     shared_state_errors: Counter = field(init=False)
     variants: Counter = field(init=False)
@@ -106,6 +107,11 @@ class Metrics:
             "verdict, by content kind", ["content"], buckets=_CLASSIFY_BUCKETS, registry=r,
         )
         self.classification_by = {k: self.classification.labels(k.value) for k in ContentKind}
+        self.verdict_cache = Counter(
+            "sonicshield_verdict_cache_lookups", "Requests whose verdict was looked up in the "
+            "per-client verdict cache, by result: hit (reused) or miss (classified)",
+            ["result"], registry=r,
+        )
         self.rule_reloads = Counter(
             "sonicshield_rule_reloads", "Rule reloads by result (ok, failed)", ["result"],
             registry=r,

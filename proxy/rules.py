@@ -303,19 +303,32 @@ class Rule:
     uses: frozenset[str] = frozenset()  # costly signals its match needs
 
 
+# Match keys whose answer is the same for every request of one client (one address and one
+# User-Agent) until its trap or robots.txt facts change: a verdict of a bucket that tests only
+# these can be reused for the client's next requests of that content kind (VerdictCache).
+# The rest read the request itself (path, method, headers), counters that move with every
+# request (behaviour), the path against robots.txt, or a check still running (verified).
+CLIENT_KEYS = frozenset({"agent", "operator", "purpose", "asn", "org", "datacenter", "cidr",
+                         "trapped"})
+
+
 class Bucket(NamedTuple):
     """The rules a request of one content kind and one UA class can match: their remaining
-    tests (content and ua_class are settled), and the costly signals those tests read."""
+    tests (content and ua_class are settled), the costly signals those tests read, and
+    whether they read only facts of the client (CLIENT_KEYS)."""
 
     table: tuple[tuple[tuple[Predicate, ...], Verdict], ...]
     needs: frozenset[str]
+    per_client: bool
 
 
 def _bucket(rules: tuple[Rule, ...], content: ContentKind, ua_class: str) -> Bucket:
     table = []
     needs: set[str] = set()
+    per_client = True
     for rule in rules:
         tests = []
+        keys = []
         for c in rule.conditions:
             if c.key == "content":
                 if content.value not in c.values:
@@ -325,12 +338,14 @@ def _bucket(rules: tuple[Rule, ...], content: ContentKind, ua_class: str) -> Buc
                     break
             else:
                 tests.append(c.test)
+                keys.append(c.key)
         else:
             table.append((tuple(tests), rule.verdict))
             needs |= rule.uses
+            per_client = per_client and CLIENT_KEYS.issuperset(keys)
             if not tests:
                 break  # this rule always matches here: the ones after it never decide
-    return Bucket(tuple(table), frozenset(needs))
+    return Bucket(tuple(table), frozenset(needs), per_client)
 
 
 @dataclass(frozen=True, slots=True)
@@ -352,6 +367,7 @@ class RuleSet:
     # candidate rules read
     buckets: dict[ContentKind, dict[str, Bucket]] = field(init=False)
     robots_declarations: tuple[str, ...] = field(init=False)  # rights lines for robots.txt
+    _kinds: dict[str, ContentKind] = field(init=False)  # content_kind's answers, by path
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "robots_declarations",
@@ -359,12 +375,17 @@ class RuleSet:
         buckets = {content: {ua_class: _bucket(self.rules, content, ua_class)
                              for ua_class in UA_CLASSES} for content in ContentKind}
         object.__setattr__(self, "buckets", buckets)
+        object.__setattr__(self, "_kinds", {})
 
     def content_kind(self, path: str) -> ContentKind:
-        for prefix, kind in self.content_prefixes:
-            if path.startswith(prefix):
-                return kind
-        return content_kind(path)
+        kind = self._kinds.get(path)
+        if kind is None:
+            kind = next((k for prefix, k in self.content_prefixes if path.startswith(prefix)),
+                        None) or content_kind(path)
+            if len(self._kinds) >= _KNOWN_PATHS:
+                self._kinds.clear()  # paths are the client's to choose: keep the memory bounded
+            self._kinds[path] = kind
+        return kind
 
     def bucket(self, content: ContentKind, ua_class: str) -> Bucket:
         return self.buckets[content][ua_class]
@@ -379,6 +400,9 @@ class RuleSet:
             else:
                 return verdict
         return DEFAULT_ALLOW
+
+
+_KNOWN_PATHS = 8192
 
 
 class LiveRules:

@@ -71,6 +71,7 @@ class Limits:
     streams_per_client: int = 16  # concurrent responses per client address; 0 = unlimited
     tracked_clients: int = 200_000  # clients remembered (robots.txt, behaviour); LRU beyond
     tarpits: int = 256  # tarpitted connections held at once; beyond, a plain 403
+    verdict_cache: int = 8192  # (address, User-Agent) pairs whose verdicts a worker reuses
 
 
 @dataclass(frozen=True, slots=True)
@@ -377,6 +378,7 @@ def settings_from_mapping(raw: LocatedDict, base_dir: Path, source: str) -> Sett
         streams_per_client=r.integer(lim, "streams_per_client", d_l.streams_per_client, 0, 10_000),
         tracked_clients=r.integer(lim, "tracked_clients", d_l.tracked_clients, 1000, 50_000_000),
         tarpits=r.integer(lim, "tarpits", d_l.tarpits, 0, 100_000),
+        verdict_cache=r.integer(lim, "verdict_cache", d_l.verdict_cache, 0, 1_000_000),
     )
 
     adm = r.section(raw, "admin", ("listen", "token"))

@@ -175,6 +175,7 @@ class SharedState:
             for j, field in enumerate(_FACTS):
                 if got[12 + j] and not v[b + field]:
                     v[b + field] = got[12 + j]
+                    store.changed(r)
         return Pulled(keys, rows, store)
 
     def push(self, pulled: Pulled) -> None:

@@ -48,7 +48,10 @@ TRAPPED = 11  # wall time of the first trap-link hit, 0 if none
 # it the address has requested since, and how many requests set a new furthest entry
 WALK_DOC, WALK_POS, WALK_STEPS = 12, 13, 14
 FRAME_NO = 15  # the frame the row's counters are scaled to
-FIELDS = 16
+# a number from the store-wide counter, new whenever the row changes hands or a robots.txt or
+# trap fact is set: a verdict reused for a client (classify.VerdictCache) holds while it stays
+VERSION = 16
+FIELDS = 17
 LONG_FIELDS = (AUDIO, WHOLE, NO_CONTEXT, PAGES, HEADS, NOT_FOUND, AUDIO_BYTES)
 TRACKS, ADDRESSES = 0, 1  # masks
 SHORT_HALF_LIFE = 60.0  # request rate
@@ -64,8 +67,8 @@ ROBOTS_STATES = (UNSEEN, COMPLIANT, VIOLATED_AFTER_READING, VIOLATED_WITHOUT_REA
 _VIOLATIONS = {1.0: VIOLATED_AFTER_READING, 2.0: VIOLATED_WITHOUT_READING}
 
 # the buffer: a header of 8 unsigned 64-bit words, then values, masks, owners and the index
-_MAGIC = 0x5353_5354_0001  # "SSST", layout 1
-_H_MAGIC, _H_CAPACITY, _H_SLOTS, _H_USED, _H_EVICTIONS, _H_HASHCHECK = range(6)
+_MAGIC = 0x5353_5354_0002  # "SSST", layout 2
+_H_MAGIC, _H_CAPACITY, _H_SLOTS, _H_USED, _H_EVICTIONS, _H_HASHCHECK, _H_VERSION = range(7)
 _HEADER = 8
 _M64 = (1 << 64) - 1
 _PROBE_LIMIT = 64  # a probe this long means the index is being rewritten: take the lock
@@ -248,6 +251,7 @@ class ClientStore:
             v[base + FRAME_NO] = self._frame
             self.masks[2 * r] = self.masks[2 * r + 1] = 0
             self._owners[r] = h
+            self.changed(r)
             index, mask = self._index, self._mask
             i = h & mask
             while index[i]:
@@ -302,6 +306,13 @@ class ClientStore:
         return self.values[row * FIELDS + field] / (
             self.w_short if field == REQ else self.w_long)
 
+    def changed(self, row: int) -> None:
+        """Give the row a new VERSION (no lock: two workers racing may hand out one number
+        twice, to two rows or to one; either way every row's version only grows)."""
+        n = self._header[_H_VERSION] + 1
+        self._header[_H_VERSION] = n
+        self.values[row * FIELDS + VERSION] = n
+
     def robots_state(self, row: int) -> str:
         base = row * FIELDS
         violation = self.values[base + ROBOTS_VIOLATION]
@@ -312,10 +323,12 @@ class ClientStore:
     def robots_read(self, row: int, wall_time: float) -> None:
         if not self.values[row * FIELDS + ROBOTS_READ]:
             self.values[row * FIELDS + ROBOTS_READ] = wall_time
+            self.changed(row)
 
     def trap_hit(self, row: int, wall_time: float) -> None:
         if not self.values[row * FIELDS + TRAPPED]:
             self.values[row * FIELDS + TRAPPED] = wall_time
+            self.changed(row)
 
     def trapped(self, row: int) -> bool:
         return self.values[row * FIELDS + TRAPPED] > 0
@@ -325,4 +338,5 @@ class ClientStore:
         base = row * FIELDS
         if not self.values[base + ROBOTS_VIOLATION]:
             self.values[base + ROBOTS_VIOLATION] = 1.0 if self.values[base + ROBOTS_READ] else 2.0
+            self.changed(row)
         return self.robots_state(row)
