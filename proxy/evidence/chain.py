@@ -17,6 +17,7 @@ without the key cannot rebuild the chain after an edit.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import json
@@ -66,7 +67,12 @@ def unseal(line: bytes) -> dict[str, Any]:
 
 
 def iso(ts: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts)) + f".{int(ts % 1 * 1e6):06d}Z"
+    return f"{_second(int(ts))}.{int(ts % 1 * 1e6):06d}Z"
+
+
+@functools.lru_cache(maxsize=8)  # the records of one batch mostly share their second
+def _second(second: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
 
 
 def day_of(ts: float) -> str:
