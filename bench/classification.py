@@ -8,7 +8,8 @@ pages with the subresources a browser fetches for them, then two plays, each one
 AI crawlers (robots.txt, a page, a track), a quarter fake browsers (a track, no context). Then
 it reads the proxy's own histogram `sonicshield_classification_seconds` (classify + decide per
 request, by content kind) from /metrics and reports the median and p99 of all requests and of
-each kind, interpolated within buckets as Prometheus's histogram_quantile does.
+each kind, interpolated within buckets as Prometheus's histogram_quantile does, and how many
+verdicts came from the per-client verdict cache.
 """
 
 from __future__ import annotations
@@ -105,8 +106,19 @@ async def visit(base: str, i: int) -> None:
 
 async def run(base: str, admin: str, n: int, concurrency: int) -> str:
     await traffic(base, n, concurrency)
-    async with aiohttp.ClientSession() as s, s.get(admin + "/metrics") as r:
-        return await r.text()
+    # the verdict cache's counts reach the metrics every 2 s (proxy/app.py): poll for them
+    deadline = time.monotonic() + 10
+    async with aiohttp.ClientSession() as s:
+        while True:
+            async with s.get(admin + "/metrics") as r:
+                text = await r.text()
+            judged = sum(float(c) for c in re.findall(
+                r'sonicshield_classification_seconds_count\{[^}]*\} (\S+)', text))
+            looked_up = sum(float(c) for c in re.findall(
+                r'sonicshield_verdict_cache_lookups_total\{[^}]*\} (\S+)', text))
+            if looked_up >= judged or time.monotonic() > deadline:
+                return text
+            await asyncio.sleep(0.5)
 
 
 def report(metrics: str) -> None:
@@ -119,6 +131,12 @@ def report(metrics: str) -> None:
     for buckets in by_kind.values():
         for le, count in buckets.items():
             total[le] = total.get(le, 0.0) + count
+    hits = re.search(r'sonicshield_verdict_cache_lookups_total\{result="hit"\} (\S+)', metrics)
+    misses = re.search(r'sonicshield_verdict_cache_lookups_total\{result="miss"\} (\S+)',
+                       metrics)
+    if hits and misses:
+        h, m = float(hits[1]), float(misses[1])
+        print(f"verdict cache: {h:.0f} hits, {m:.0f} misses ({h / max(h + m, 1):.0%} reused)")
     print(f"{'requests':12} {'count':>7} {'median us':>10} {'p99 us':>8}")
     for name, buckets in [("all", total), *sorted(by_kind.items())]:
         series = sorted(buckets.items())

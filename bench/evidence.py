@@ -2,6 +2,7 @@
 
 `python -m bench.evidence` measures:
 
+0. the writer's CPU time per record (ChainWriter.flush on batches of 5,000).
 1. verify: the real writer writes 1,000,000 exchange records (GPTBot refusals, as the proxy
    would record them); then `sonicshield evidence verify` reads the chain back, in its own
    process: wall time, records per second.
@@ -90,6 +91,31 @@ async def write_million(folder: Path) -> float:
     return time.perf_counter() - started
 
 
+def writer_cpu() -> None:
+    """The writer process's CPU time per exchange record: ChainWriter.flush (what the writer
+    process runs for each batch) on batches of 5,000 GPTBot refusals with the shipped rights
+    declarations, in this process, CPU time of 5 batches after one to warm up."""
+    from proxy.evidence.writer import Batch, ChainWriter, _row
+    from proxy.robots import build_canonical
+
+    rights = load_rules(ROOT / "rules").rights
+    robots = build_canonical("User-agent: *\nDisallow: /cart\n", ["GPTBot"])
+    with tempfile.TemporaryDirectory() as tmp:
+        writer = ChainWriter(EvidenceSettings(dir=Path(tmp), fsync="never"), "main", None)
+        writer.take_chain()
+        total = 0.0
+        for k in range(6):
+            rows = [_row("verdict", refused(k * 5000 + i), robots, rights) for i in range(5000)]
+            batch = Batch(b"[" + b",".join(rows) + b"]", len(rows), {robots.sha256: robots.text},
+                          {id(rights): rights} if rights else {}, None, 0, False)
+            started = time.process_time()
+            writer.flush(batch)
+            if k:  # the first batch warms up
+                total += time.process_time() - started
+        writer.release()
+    print(f"writer CPU: {total / 25_000 * 1e6:.1f} us a record (5 batches of 5,000)")
+
+
 def verify_million() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
@@ -172,6 +198,7 @@ async def writer_cost(folder: Path) -> None:
 
 
 def main() -> None:
+    writer_cpu()
     verify_million()
     with tempfile.TemporaryDirectory() as tmp, asyncio.Runner(
             loop_factory=new_event_loop) as runner:
