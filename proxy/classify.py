@@ -183,7 +183,11 @@ class VerdictCache:
                 or not ruleset.bucket(signals.content, signals.ua_class).per_client):
             return
         store = self.store
-        row = store.find("i:" + ex.client.ip) if not ruleset.needs.isdisjoint(STATEFUL) else -1
+        row = -1
+        if not ruleset.needs.isdisjoint(STATEFUL):
+            row = store.find("i:" + ex.client.ip)
+            if row < 0:  # evicted by another worker since classify: nothing to check against
+                return
         slot = row * FIELDS + VERSION if row >= 0 else -1
         base = signals
         if "network" in ruleset.needs and not signals.asn:  # for the other kinds' buckets

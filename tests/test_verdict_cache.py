@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 from multidict import CIMultiDict
@@ -144,16 +145,21 @@ def test_no_capacity_no_cache():
     assert len(p.cache) == 0
 
 
-async def test_requests_answered_from_the_cache_are_still_counted(aiohttp_client):
+async def proxied(aiohttp_client) -> tuple[web.Application, Any]:
+    """The proxy app with the shipped rules in front of a store of HTML pages, and a client."""
     async def store(_: web.Request) -> web.Response:
         return web.Response(text="<p>page</p>", content_type="text/html")
 
     upstream = web.Application()
     upstream.router.add_get("/{tail:.*}", store)
     up = await aiohttp_client(upstream)
-    settings = proxy_settings(str(up.make_url("")).rstrip("/"), rules_dir=RULES_DIR)
-    app = build_app(settings, shipped_rules())
-    client = await aiohttp_client(app)
+    app = build_app(proxy_settings(str(up.make_url("")).rstrip("/"), rules_dir=RULES_DIR),
+                    shipped_rules())
+    return app, await aiohttp_client(app)
+
+
+async def test_requests_answered_from_the_cache_are_still_counted(aiohttp_client):
+    app, client = await proxied(aiohttp_client)
     for i in range(30):
         async with client.get(f"/album/{i}", headers=LISTENER) as r:
             assert r.status == 200
@@ -181,15 +187,7 @@ def test_the_signals_of_a_reused_verdict_are_the_clients():
 
 
 async def test_the_verdict_cache_counts_are_exported(aiohttp_client):
-    async def store(_: web.Request) -> web.Response:
-        return web.Response(text="ok")
-
-    upstream = web.Application()
-    upstream.router.add_get("/{tail:.*}", store)
-    up = await aiohttp_client(upstream)
-    app = build_app(proxy_settings(str(up.make_url("")).rstrip("/"), rules_dir=RULES_DIR),
-                    shipped_rules())
-    client = await aiohttp_client(app)
+    app, client = await proxied(aiohttp_client)
     for _ in range(5):
         async with client.get("/artist", headers=LISTENER) as r:
             await r.read()
