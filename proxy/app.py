@@ -80,15 +80,14 @@ async def _gauges_ctx(app: web.Application) -> AsyncIterator[None]:
     verdict cache's counts: the hot path keeps them as plain integers)."""
     metrics = app[METRICS]
     verdicts = app[VERDICTS]
-    hits, misses = metrics.verdict_cache.labels("hit"), metrics.verdict_cache.labels("miss")
-    counted = [0, 0]  # the cache's lookups and hits already added to the counters
+    counted = {"hit": 0, "miss": 0}  # what the counters already hold
 
     async def refresh() -> None:
         while True:
             metrics.tracked_clients.set(len(app[TRACKER].store))
-            hits.inc(verdicts.hits - counted[1])
-            misses.inc(verdicts.lookups - verdicts.hits - counted[0] + counted[1])
-            counted[:] = verdicts.lookups, verdicts.hits
+            for result, n in (("hit", verdicts.hits), ("miss", verdicts.misses)):
+                metrics.verdict_cache.labels(result).inc(n - counted[result])
+                counted[result] = n
             metrics.variant_jobs.set(app[AUDIO].jobs)
             evidence = app.get(EVIDENCE)
             if evidence is not None:

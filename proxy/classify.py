@@ -78,14 +78,14 @@ def record(
     headers: Mapping[str, str], ex: Exchange, ruleset: RuleSet, robots: CanonicalRobots,
     tracker: BehaviourTracker, open_streams: int, now: float,
 ) -> None:
-    """What classify records of a request, for one whose verdict came from VerdictCache:
-    run after the response, off the listener's path."""
-    if ruleset.needs.isdisjoint(STATEFUL):
+    """What classify records of a request, for one whose signals and verdict came from
+    VerdictCache: run after the response, off the listener's path."""
+    signals = ex.signals
+    if signals is None or ruleset.needs.isdisjoint(STATEFUL):
         return
-    ua_text = headers.get("User-Agent", "")
     ip_row = tracker.store.row("i:" + ex.client.ip, now)
-    _record(headers, ex, ua_text, ruleset.ua.classify(ua_text).agent,
-            ruleset.content_kind(ex.path), ruleset, robots, tracker, ip_row, open_streams, False)
+    _record(headers, ex, signals.ua, signals.agent, signals.content, ruleset, robots, tracker,
+            ip_row, open_streams, False)
 
 
 def _record(
@@ -156,6 +156,10 @@ class VerdictCache:
         self.ttl = ttl
         self._known: dict[tuple[str, str], _Known] = {}
         self.lookups = self.hits = 0
+
+    @property
+    def misses(self) -> int:
+        return self.lookups - self.hits
 
     def lookup(self, ex: Exchange, ua: str, ruleset: RuleSet,
                now: float) -> tuple[Signals, Verdict] | None:

@@ -623,13 +623,13 @@ class ChainWriter:
     def _tdmrep_text(self, rights: Rights) -> tuple[str, str]:
         """The tdmrep.json made from `rights`, and its SHA-256 (every batch brings its own
         copy of the rights: compared once a batch, by identity for each record)."""
-        known = self._tdmrep
-        if known[0] is not rights:
-            if known[0] != rights:
+        known, text, digest = self._tdmrep
+        if known is not rights:
+            if known != rights:
                 text = rights.tdmrep()
-                known = (rights, text, hashlib.sha256(text.encode()).hexdigest())
-            self._tdmrep = known = (rights, known[1], known[2])
-        return known[1], known[2]
+                digest = hashlib.sha256(text.encode()).hexdigest()
+            self._tdmrep = (rights, text, digest)
+        return text, digest
 
     def _texts(self, texts: tuple[CanonicalRobots, Rights | None], published: set[str]
                ) -> list[dict[str, Any]]:
