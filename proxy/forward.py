@@ -209,10 +209,11 @@ async def stream_response(
     trap = upstream.traps.injection(up.status, request.method, up.headers) if (
         upstream.traps is not None) else None
     length = up.headers.get("Content-Length")
+    left = int(length) if length is not None and length.isdigit() else None  # upstream bytes
     if trap is not None:
         adjust_headers(resp.headers)
-    elif length is not None and length.isdigit():
-        resp.content_length = int(length)
+    if left is not None:
+        resp.content_length = left + (len(trap) if trap is not None else 0)
     ex.status = up.status
     has_body = request.method != "HEAD" and up.status not in NO_BODY_STATUSES
 
@@ -230,6 +231,10 @@ async def stream_response(
                         break
                     if tap is not None:
                         tap(chunk)
+                    if trap is not None and left is not None:
+                        left -= len(chunk)
+                        if left <= 0:  # the body's last bytes: the link goes in the same write
+                            chunk, trap = chunk + trap, None
                     phase = "client"
                     deadline.move(t.client_idle)
                     await resp.write(chunk)

@@ -11,8 +11,10 @@ in the body all the same), so it costs one extra chunk and no buffering:
 - other encodings (br, zstd, ...) are passed through untouched: a trap there would mean
   recompressing the page.
 
-The body changes, so its Content-Length is dropped (chunked) and a strong ETag becomes weak,
-as nginx does when it compresses on the fly. Only full 200 answers to GET and HEAD are touched.
+The body changes: a Content-Length from the store grows by the link's length (the link goes
+out in the same write as the body's last bytes; a body of unknown length is sent chunked, with
+the link as its last chunk) and a strong ETag becomes weak, as nginx does when it compresses on
+the fly. Only full 200 answers to GET and HEAD are touched.
 """
 
 from __future__ import annotations
@@ -53,8 +55,7 @@ class TrapLinks:
 
 
 def adjust_headers(headers: CIMultiDict[str]) -> None:
-    """The body will change: no Content-Length (the caller streams chunked), weak ETag."""
-    headers.popall("Content-Length", None)
+    """The body will change: a weak ETag (the caller sets the new Content-Length)."""
     etag = headers.get("ETag")
     if etag is not None and not etag.startswith("W/"):
         headers["ETag"] = "W/" + etag

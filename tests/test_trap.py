@@ -30,16 +30,38 @@ async def test_pages_get_the_hidden_link_plain_and_gzip(run_proxy, nginx, nginx_
     page = (nginx_root / "index.html").read_bytes()
     status, headers, body = await fetch(base + "/index.html")
     assert (status, body) == (200, page + LINK)
-    assert "Content-Length" not in headers
+    # the store's length, grown by the link's: no chunked framing for a page of known size
+    assert headers["Content-Length"] == str(len(page + LINK))
+    assert "Transfer-Encoding" not in headers
     assert headers["ETag"].startswith('W/"')
+    async with aiohttp.ClientSession(skip_auto_headers=("Accept-Encoding",)) as s, s.head(
+            base + "/index.html") as r:
+        assert r.headers["Content-Length"] == str(len(page + LINK))  # what GET would send
+    # nginx compresses on the fly: a body of unknown length, chunked, the link its last chunk
     status, headers, body = await fetch(base + "/index.html", {"Accept-Encoding": "gzip"})
     assert headers["Content-Encoding"] == "gzip"
+    assert headers["Transfer-Encoding"] == "chunked"
     assert gzip.decompress(body) == page + LINK  # a second gzip member
     # partial answers and other types are never touched
     _, _, body = await fetch(base + "/index.html", {"Range": "bytes=0-9"})
     assert body == page[:10]
     _, _, body = await fetch(base + "/notes.txt")
     assert body == (nginx_root / "notes.txt").read_bytes()
+
+
+async def test_a_page_of_many_chunks_keeps_its_length(aiohttp_server, run_proxy):
+    page = b"<!doctype html><p>" + b"liner notes " * 40_000  # about 480 KB: many reads
+
+    async def liner_notes(_: web.Request) -> web.Response:
+        return web.Response(body=page, content_type="text/html")
+
+    app = web.Application()
+    app.router.add_get("/", liner_notes)
+    upstream = await aiohttp_server(app)
+    base = await run_proxy(proxy_settings(f"http://127.0.0.1:{upstream.port}"))
+    status, headers, body = await fetch(base + "/")
+    assert (status, body) == (200, page + LINK)
+    assert headers["Content-Length"] == str(len(page + LINK))
 
 
 async def test_other_encodings_are_left_alone(aiohttp_server, run_proxy):
