@@ -8,20 +8,25 @@
    process: wall time, records per second.
 2. the writer's cost to listeners: SonicShield (shipped rules, evidence on) runs in this process
    in front of a store in another; a listener process sends 1 KiB page requests at a fixed
-   rate (300/s, open loop) and times each. In alternate phases a task inside the proxy hands the
-   evidence writer 5,000 records a second, as a refused crawler swarm would. Listener p50 and
-   p99, writer off and on, three rounds.
+   rate (300/s, open loop) and times each. The run is cut into 2-second phases, writer off and
+   on in turn (on: a task inside the proxy hands the evidence writer 5,000 records a second,
+   as a refused crawler swarm would), 12 of each in one listener run, so that the machine's
+   own hiccups fall on both sides alike. Listener p50 and p99, writer off and on, pooled over
+   the phases; and the same figures for two halves of the "off" phases (every other one), the
+   spread a difference has to exceed to be the writer's. Two runs.
 """
 
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from aiohttp import web
@@ -36,6 +41,7 @@ from proxy.settings import (
     AdminSettings,
     AudioSettings,
     EvidenceSettings,
+    Limits,
     Listen,
     LogSettings,
     Settings,
@@ -47,7 +53,9 @@ from .flood import free_port, wait_port
 ROOT = Path(__file__).resolve().parent.parent
 RECORDS = 1_000_000
 RATE = 5000  # evidence records a second, in the "on" phases
-LISTEN_RATE, PHASE_S = 300, 8.0
+LISTEN_RATE = 300  # listener requests a second
+PHASE_S, PHASES = 2.0, 12  # seconds a phase; phases of each state a run
+SETTLE_S = 0.25  # seconds after a switch whose requests are left out
 GPTBOT = "Mozilla/5.0 (compatible; GPTBot/1.2; +https://openai.com/gptbot)"
 STORE = '''
 import sys
@@ -133,26 +141,59 @@ def verify_million() -> None:
                   f"{out.returncode}: {out.stdout.splitlines()[0]}")
 
 
-async def listener_latency(url: str) -> list[float]:
+async def listener_latency(url: str, seconds: float) -> list[tuple[float, float]]:
+    """[sent (time.monotonic()), latency] of each request of an open-loop listener."""
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bench.listener", url, str(LISTEN_RATE), str(PHASE_S),
+        sys.executable, "-m", "bench.listener", url, str(LISTEN_RATE), str(seconds),
         stdout=asyncio.subprocess.PIPE)
     out, _ = await proc.communicate()
-    return list(json.loads(out))
+    return [(sent, latency) for sent, latency in json.loads(out)]
 
 
-async def feed(log: EvidenceLog, app: web.Application, stop: asyncio.Event) -> int:
-    """RATE records a second into the writer, in 10 ms steps, until `stop`."""
+async def feed(log: EvidenceLog, app: web.Application, on: Callable[[float], bool],
+               until: float) -> int:
+    """RATE records a second into the writer, in 10 ms steps, whenever `on(now)`."""
     ruleset = app[RULES].current
     robots = app[ROBOTS].canonical(ruleset.robots_disallowed, ruleset.robots_declarations)
     swarm = [refused(i) for i in range(RATE)]
-    step, sent, started = RATE // 100, 0, time.perf_counter()
-    while not stop.is_set():
-        for ex in swarm[sent % RATE:sent % RATE + step]:
-            log.submit(ex, robots, ruleset.rights, False)
-        sent += step
-        await asyncio.sleep(max(0.0, started + sent / RATE - time.perf_counter()))
+    step, sent, tick = RATE // 100, 0, time.monotonic()
+    while tick < until:
+        if on(tick):
+            for ex in swarm[sent % RATE:sent % RATE + step]:
+                log.submit(ex, robots, ruleset.rights, False)
+            sent += step
+        tick += 0.01  # a fixed grid: a late step is made up at once, not lost
+        await asyncio.sleep(max(0.0, tick - time.monotonic()))
     return sent
+
+
+async def alternating(log: EvidenceLog, app: web.Application, url: str
+                      ) -> tuple[int, dict[int, list[float]]]:
+    """One listener run through PHASES off and PHASES on phases, in turn: the records fed,
+    and the listener's latencies by phase (even: off, odd: on)."""
+    # the listener starts sending 0.2 s after it starts (bench/listener.py); its start-up is
+    # not part of any phase
+    start = time.monotonic() + 1.5
+    seconds = 2 * PHASES * PHASE_S
+
+    def phase(t: float) -> int:
+        return int((t - start) // PHASE_S)
+
+    listening = asyncio.create_task(listener_latency(url, seconds + 2.0))
+    sent = await feed(log, app, lambda t: t >= start and phase(t) % 2 == 1, start + seconds)
+    by_phase: dict[int, list[float]] = {}
+    for t, latency in await listening:
+        # what is sent just after a switch is left out: an "on" phase's last batch is still
+        # being written then
+        if 0 <= phase(t) < 2 * PHASES and t - start - phase(t) * PHASE_S >= SETTLE_S:
+            by_phase.setdefault(phase(t), []).append(latency)
+    return sent, by_phase
+
+
+def _stats(by_phase: dict[int, list[float]], phases: list[int]) -> str:
+    latencies = [latency for p in phases for latency in by_phase[p]]
+    q = statistics.quantiles(latencies, n=100)
+    return f"{len(latencies)} pages, p50 {q[49] * 1e3:.2f} ms, p99 {q[98] * 1e3:.2f} ms"
 
 
 async def writer_cost(folder: Path) -> None:
@@ -167,29 +208,31 @@ async def writer_cost(folder: Path) -> None:
             upstream=UpstreamSettings(url=f"http://127.0.0.1:{store_port}"),
             rules_dir=ROOT / "rules", admin=AdminSettings(listen=None),
             log=LogSettings(access_log=False),
+            # every listener request comes from 127.0.0.1: a per-client cap would answer 429
+            # when a stall leaves several of them open at once
+            limits=Limits(streams_per_client=0),
             audio=AudioSettings(cache_dir=folder / "variants"),
             evidence=EvidenceSettings(dir=folder / "evidence"))
         app = build_app(settings, LiveRules(load_rules(settings.rules_dir)))
         runner = web.AppRunner(app, **runner_kwargs(settings))  # type: ignore[arg-type]
         await runner.setup()
         await web.TCPSite(runner, "127.0.0.1", proxy_port).start()
+        gc.freeze()  # as proxy.server.run does once it listens
         url = f"http://127.0.0.1:{proxy_port}/album/a"
         log = app[EVIDENCE]
         try:
-            for rnd in range(3):
-                for on in (False, True):
-                    stop = asyncio.Event()
-                    before = log.seq
-                    feeder = asyncio.create_task(feed(log, app, stop)) if on else None
-                    times = await listener_latency(url)
-                    stop.set()
-                    sent = await feeder if feeder else 0
-                    await log.flush()
-                    q = statistics.quantiles(times, n=100)
-                    print(f"round {rnd + 1} writer {'on ' if on else 'off'}: {len(times)} "
-                          f"pages, p50 {q[49] * 1e3:.2f} ms, p99 {q[98] * 1e3:.2f} ms; "
-                          f"records fed {sent / PHASE_S:,.0f}/s, written "
-                          f"{log.seq - before:,}", flush=True)
+            for run in range(2):
+                before = log.seq
+                sent, by_phase = await alternating(log, app, url)
+                await log.flush()
+                off = [p for p in by_phase if p % 2 == 0]
+                on = [p for p in by_phase if p % 2 == 1]
+                print(f"run {run + 1}: records fed {sent / (PHASES * PHASE_S):,.0f}/s in the "
+                      f"on phases, written {log.seq - before:,}", flush=True)
+                print(f"  writer off: {_stats(by_phase, off)}")
+                print(f"  writer on : {_stats(by_phase, on)}")
+                print(f"  off, halves: {_stats(by_phase, off[0::2])}; "
+                      f"{_stats(by_phase, off[1::2])}", flush=True)
         finally:
             await runner.cleanup()
     finally:

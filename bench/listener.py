@@ -1,7 +1,9 @@
 """An open-loop listener: `python -m bench.listener URL RATE SECONDS` sends RATE GET requests a
 second for SECONDS, each at its scheduled time whatever the others are doing (so a slow
-answer does not hold back the next request), and prints every request's latency in seconds
-as a JSON list. Any non-200 answer is an error (exit 1)."""
+answer does not hold back the next request), and prints every request as a JSON list of
+[sent, seconds]: when it was sent (time.monotonic(), the same clock in every process of the
+machine, so a bench can tell which phase of its own a request fell in) and its latency. Any
+non-200 answer is an error (exit 1)."""
 
 from __future__ import annotations
 
@@ -13,23 +15,23 @@ import time
 import aiohttp
 
 
-async def latencies(url: str, rate: float, seconds: float) -> list[float]:
-    times: list[float] = []
+async def latencies(url: str, rate: float, seconds: float) -> list[tuple[float, float]]:
+    times: list[tuple[float, float]] = []
     failed: list[int] = []
     headers = {"User-Agent": "Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Firefox/133.0",
                "Accept-Language": "en"}
     connector = aiohttp.TCPConnector(limit=256)
     async with aiohttp.ClientSession(headers=headers, connector=connector) as s:
-        start = time.perf_counter() + 0.2
+        start = time.monotonic() + 0.2
 
         async def one(i: int) -> None:
-            await asyncio.sleep(max(0.0, start + i / rate - time.perf_counter()))
-            t = time.perf_counter()
+            await asyncio.sleep(max(0.0, start + i / rate - time.monotonic()))
+            t = time.monotonic()
             async with s.get(url) as r:
                 await r.read()
                 if r.status != 200:
                     failed.append(r.status)
-            times.append(time.perf_counter() - t)
+            times.append((t, time.monotonic() - t))
 
         await asyncio.gather(*(one(i) for i in range(int(rate * seconds))))
     if failed:
