@@ -286,7 +286,8 @@ def main() -> int:
                     procs["ss1"].send_signal(signal.SIGCONT)
 
         # the p99 a listener sees at half the load that saturates SonicShield (2 workers),
-        # through each path at the same rate, interleaved, median of the rounds
+        # through each path at the same rate, interleaved, median of the rounds; the bare
+        # aiohttp proxy (one process) shows what the stack itself adds at that rate
         rate = median(results[("SonicShield, 2 workers", "page")]).rps / 2
         procs["ss1"].send_signal(signal.SIGSTOP)
         procs["ss2"] = start_sonicshield(tmp, ports["origin"], ports["ss2"], 2)
@@ -295,6 +296,7 @@ def main() -> int:
         for round_ in range(args.rounds):
             for label, port_name in (("upstream directly", "origin"),
                                      ("nginx proxy_pass", "nginx"),
+                                     ("bare aiohttp proxy", "bare"),
                                      ("SonicShield, 2 workers", "ss2")):
                 url = f"http://127.0.0.1:{ports[port_name]}{paths['page']}"
                 p99 = listener_p99(url, rate, args.seconds)

@@ -3,7 +3,7 @@
 No browser follows a link it does not show, and no compliant crawler fetches a disallowed path,
 so a request for the trap is strong evidence of a crawler that reads pages for links and
 ignores robots.txt. The link goes at the end of the body, after </html> (HTML parsers put it
-in the body all the same), so it costs one extra chunk and no buffering:
+in the body all the same), so it costs a few bytes at the end and no buffering:
 
 - identity bodies get the link as plain bytes;
 - gzip bodies get it as a second gzip member (RFC 1952 allows several; browsers, curl,
