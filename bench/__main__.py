@@ -1,10 +1,12 @@
 """`make bench`: SonicShield against nginx on this machine, side by side in the same run.
 
 The upstream is nginx serving static files (a 1 KiB page, a 10 MiB audio file). wrk measures
-four paths to it: direct, nginx proxy_pass with upstream keepalive, SonicShield with the
-default rules and 1 worker, and with 2 workers. Runs are interleaved (every path once per
-round) and the median of the rounds is reported, with proxy CPU per request from the proxy
-processes' own CPU time. Everything listens on 127.0.0.1 and every run is bounded in time.
+five paths to it: direct, nginx proxy_pass with upstream keepalive, a bare aiohttp proxy
+(bench/bare_proxy.py), SonicShield with the default rules and 1 worker, and with 2 workers.
+Runs are interleaved (every path once per round) and the median of the rounds is reported,
+with proxy CPU per request from the proxy processes' own CPU time. Then an open-loop listener
+asks for the page through each path but SonicShield's 1-worker one at half SonicShield's
+2-worker saturation. Everything listens on 127.0.0.1 and every run is bounded in time.
 
 Usage: python -m bench [--rounds N] [--seconds S] [--connections C] [--out FILE]
 """
