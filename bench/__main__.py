@@ -210,7 +210,7 @@ def listener_p99(url: str, rate: float, seconds: int) -> float:
     out = subprocess.run([sys.executable, "-m", "bench.listener", url, f"{rate:.1f}",
                           str(seconds)], cwd=ROOT, capture_output=True, text=True,
                          timeout=seconds + 120, check=True).stdout
-    times = sorted(seconds for _, seconds in json.loads(out))
+    times = sorted(latency for _, latency in json.loads(out))
     return times[min(len(times) - 1, int(0.99 * len(times)))] * 1000.0
 
 
