@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import pickle
 from pathlib import Path
 
 import aiohttp
@@ -21,6 +22,22 @@ from .audio_tools import make_sources
 from .conftest import proxy_settings
 
 RULES = Path(__file__).resolve().parent / "fixtures" / "rights"
+
+
+def test_rights_travel_without_their_path_cache():
+    """The evidence writer gets a copy of the rights with every batch: the per-path header
+    cache stays behind, so a store with thousands of paths does not pickle it ten times a
+    second on the event loop."""
+    rights = load_rules(RULES).rights
+    assert rights is not None
+    bare = len(pickle.dumps(rights))
+    for i in range(1000):
+        rights.headers(f"/stream/track-{i}.mp3")
+    copy = pickle.loads(pickle.dumps(rights))
+    assert len(pickle.dumps(rights)) == bare
+    assert copy == rights
+    assert copy.headers("/real/track.mp3") == rights.headers("/real/track.mp3")
+    assert copy.headers("/free/track.mp3") == (("tdm-reservation", "0"),)
 
 
 async def test_every_machine_readable_declaration_is_made(aiohttp_server, run_proxy, tmp_path):
