@@ -14,6 +14,11 @@
    own hiccups fall on both sides alike. Listener p50 and p99, writer off and on, pooled over
    the phases; and the same figures for two halves of the "off" phases (every other one), the
    spread a difference has to exceed to be the writer's. Two runs.
+3. the control: the same alternating run with no evidence at all, where the "on" phases run
+   a plain busy loop in a process of its own, as much CPU time every FLUSH seconds as the
+   writer process spends on a batch (step 0's figure times RATE). What it does to the
+   listener is what this machine does when that much CPU goes to anything beside the proxy,
+   however the work is written.
 """
 
 from __future__ import annotations
@@ -26,14 +31,14 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from aiohttp import web
 
 from proxy.app import build_app, runner_kwargs
 from proxy.app_keys import EVIDENCE, ROBOTS, RULES
-from proxy.evidence.writer import EvidenceLog
+from proxy.evidence.writer import FLUSH, EvidenceLog
 from proxy.exchange import Action, Client, ContentKind, Exchange, Signals, Verdict
 from proxy.rules import LiveRules, load_rules
 from proxy.server import new_event_loop
@@ -68,6 +73,22 @@ web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), print=None)
 '''
 
 
+# the control's "on" load: BURST seconds of busy loop every FLUSH seconds in the odd phases
+BURNER = '''
+import sys, time
+start, until, phase_s, burst, every = map(float, sys.argv[1:6])
+tick = time.monotonic()
+while tick < until:
+    if tick >= start and int((tick - start) // phase_s) % 2 == 1:
+        end = time.monotonic() + burst
+        while time.monotonic() < end:
+            pass
+    tick += every
+    time.sleep(max(0.0, tick - time.monotonic()))
+'''
+Load = Callable[[Callable[[float], bool], float, float], Awaitable[int]]
+
+
 def refused(i: int) -> Exchange:
     ip = f"198.51.{i // 250 % 250}.{i % 250}"
     ex = Exchange(id=f"{i:016x}", client=Client(ip, ip, False, "http", "store.example"),
@@ -99,7 +120,7 @@ async def write_million(folder: Path) -> float:
     return time.perf_counter() - started
 
 
-def writer_cpu() -> None:
+def writer_cpu() -> float:
     """The writer process's CPU time per exchange record: ChainWriter.flush (what the writer
     process runs for each batch) on batches of 5,000 GPTBot refusals with the shipped rights
     declarations, in this process, CPU time of 5 batches after one to warm up."""
@@ -122,6 +143,7 @@ def writer_cpu() -> None:
                 total += time.process_time() - started
         writer.release()
     print(f"writer CPU: {total / 25_000 * 1e6:.1f} us a record (5 batches of 5,000)")
+    return total / 25_000
 
 
 def verify_million() -> None:
@@ -151,7 +173,7 @@ async def listener_latency(url: str, seconds: float) -> list[tuple[float, float]
 
 
 async def feed(log: EvidenceLog, app: web.Application, on: Callable[[float], bool],
-               until: float) -> int:
+               start: float, until: float) -> int:
     """RATE records a second into the writer, in 10 ms steps, whenever `on(now)`."""
     ruleset = app[RULES].current
     robots = app[ROBOTS].canonical(ruleset.robots_disallowed, ruleset.robots_declarations)
@@ -167,10 +189,20 @@ async def feed(log: EvidenceLog, app: web.Application, on: Callable[[float], boo
     return sent
 
 
-async def alternating(log: EvidenceLog, app: web.Application, url: str
-                      ) -> tuple[int, dict[int, list[float]]]:
-    """One listener run through PHASES off and PHASES on phases, in turn: the records fed,
-    and the listener's latencies by phase (even: off, odd: on)."""
+async def burn(burst: float, start: float, until: float) -> int:
+    """The control: BURNER in its own process, `burst` seconds of CPU every FLUSH seconds in
+    the "on" phases; no record is fed."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", BURNER, str(start), str(until), str(PHASE_S), str(burst),
+        str(FLUSH))
+    await proc.wait()
+    return 0
+
+
+async def alternating(url: str, load: Load) -> tuple[int, dict[int, list[float]]]:
+    """One listener run through PHASES off and PHASES on phases, in turn, `load` applied in
+    the "on" ones: the records fed, and the listener's latencies by phase (even: off, odd:
+    on)."""
     # the listener starts sending 0.2 s after it starts (bench/listener.py); its start-up is
     # not part of any phase
     start = time.monotonic() + 1.5
@@ -180,7 +212,7 @@ async def alternating(log: EvidenceLog, app: web.Application, url: str
         return int((t - start) // PHASE_S)
 
     listening = asyncio.create_task(listener_latency(url, seconds + 2.0))
-    sent = await feed(log, app, lambda t: t >= start and phase(t) % 2 == 1, start + seconds)
+    sent = await load(lambda t: t >= start and phase(t) % 2 == 1, start, start + seconds)
     by_phase: dict[int, list[float]] = {}
     for t, latency in await listening:
         # what is sent just after a switch is left out: an "on" phase's last batch is still
@@ -196,7 +228,9 @@ def _stats(by_phase: dict[int, list[float]], phases: list[int]) -> str:
     return f"{len(latencies)} pages, p50 {q[49] * 1e3:.2f} ms, p99 {q[98] * 1e3:.2f} ms"
 
 
-async def writer_cost(folder: Path) -> None:
+async def writer_cost(folder: Path, per_record: float) -> None:
+    """Writer and control runs in turn, two of each; `per_record`: the writer's CPU seconds
+    a record (the control's dose)."""
     store_port, proxy_port = free_port(), free_port()
     (folder / "store.py").write_text(STORE)
     store = await asyncio.to_thread(
@@ -220,17 +254,25 @@ async def writer_cost(folder: Path) -> None:
         gc.freeze()  # as proxy.server.run does once it listens
         url = f"http://127.0.0.1:{proxy_port}/album/a"
         log = app[EVIDENCE]
+        burst = per_record * RATE * FLUSH
         try:
-            for run in range(2):
+            for run in range(4):
                 before = log.seq
-                sent, by_phase = await alternating(log, app, url)
-                await log.flush()
+                if run % 2 == 0:
+                    sent, by_phase = await alternating(
+                        url, lambda on, start, until: feed(log, app, on, start, until))
+                    await log.flush()
+                    print(f"writer run {run // 2 + 1}: records fed {sent / (PHASES * PHASE_S):,.0f}"
+                          f"/s in the on phases, written {log.seq - before:,}", flush=True)
+                else:
+                    sent, by_phase = await alternating(
+                        url, lambda on, start, until: burn(burst, start, until))
+                    print(f"control run {run // 2 + 1}: no records; in the on phases a busy "
+                          f"loop of {burst * 1e3:.1f} ms every {FLUSH * 1e3:.0f} ms", flush=True)
                 off = [p for p in by_phase if p % 2 == 0]
                 on = [p for p in by_phase if p % 2 == 1]
-                print(f"run {run + 1}: records fed {sent / (PHASES * PHASE_S):,.0f}/s in the "
-                      f"on phases, written {log.seq - before:,}", flush=True)
-                print(f"  writer off: {_stats(by_phase, off)}")
-                print(f"  writer on : {_stats(by_phase, on)}")
+                print(f"  off: {_stats(by_phase, off)}")
+                print(f"  on : {_stats(by_phase, on)}")
                 print(f"  off, halves: {_stats(by_phase, off[0::2])}; "
                       f"{_stats(by_phase, off[1::2])}", flush=True)
         finally:
@@ -241,11 +283,11 @@ async def writer_cost(folder: Path) -> None:
 
 
 def main() -> None:
-    writer_cpu()
+    per_record = writer_cpu()
     verify_million()
     with tempfile.TemporaryDirectory() as tmp, asyncio.Runner(
             loop_factory=new_event_loop) as runner:
-        runner.run(writer_cost(Path(tmp)))
+        runner.run(writer_cost(Path(tmp), per_record))
 
 
 if __name__ == "__main__":
