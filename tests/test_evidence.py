@@ -8,8 +8,10 @@ bad record, by file and line.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
+import pickle
 import re
 import shutil
 from pathlib import Path
@@ -21,10 +23,12 @@ from proxy.cli import main
 from proxy.evidence.chain import chain_files, seal
 from proxy.evidence.report import build_report, render
 from proxy.evidence.verify import verify_dir
-from proxy.evidence.writer import EvidenceError, EvidenceLog
+from proxy.evidence.writer import Batch, ChainWriter, EvidenceError, EvidenceLog, _row
 from proxy.exchange import Action, Client, ContentKind, Exchange, Signals, Verdict
 from proxy.metrics import Metrics
+from proxy.rights import Rights
 from proxy.robots import build_canonical
+from proxy.rules import load_rules
 from proxy.settings import EvidenceSettings
 
 ROBOTS = build_canonical("User-agent: *\nDisallow: /cart\n", ["GPTBot"])
@@ -250,6 +254,41 @@ async def test_what_is_recorded(tmp_path):
     assert checkpoint["allowed"] == {"page browser": 90}
     (text,) = [r for r in records if r["kind"] == "declarations"]
     assert text["sha256"] == ROBOTS.sha256 == hashlib.sha256(text["text"].encode()).hexdigest()
+
+
+def test_each_record_names_the_declarations_of_its_own_rules(tmp_path):
+    """Every batch brings the writer a copy of the rights in force (pickled without their
+    per-path header cache): the writer keeps one while they stay the same, and a rule change
+    between batches changes the tdmrep.json and headers the next records name."""
+    rights = load_rules(Path(__file__).parent / "fixtures" / "rights").rights
+    assert rights is not None
+    opened = dataclasses.replace(rights.defaults, reservation=False)
+    changed = Rights(defaults=opened, tracks=tuple(
+        dataclasses.replace(t, terms=opened) for t in rights.tracks))
+    writer = ChainWriter(settings(tmp_path), "main", None)
+    writer.take_chain()
+    copies = []
+    for n, given in enumerate((rights, rights, changed)):
+        copy = pickle.loads(pickle.dumps(given))  # as it reaches the writer process
+        copies.append(copy)
+        rows = [_row("verdict", exchange(10 * n + i, path="/real/track.mp3"), ROBOTS, given)
+                for i in range(3)]
+        writer.flush(Batch(b"[" + b",".join(rows) + b"]", 3, {ROBOTS.sha256: ROBOTS.text},
+                           {id(given): copy}, None, 0, False))
+        # the first copy is kept (with its header cache) until the rules change
+        assert writer._kept(copy) is copies[0 if n < 2 else 2]
+    writer.release()
+    records = [json.loads(line) for f in chain_files(tmp_path)["main"]
+               for line in f.path.read_bytes().splitlines()]
+    tdmrep = {r["sha256"]: r["text"] for r in records
+              if r["kind"] == "declarations" and r["name"] == "tdmrep.json"}
+    named = [r["declarations"] for r in records if r["kind"] == "exchange"]
+    assert len(named) == 9
+    for declarations, given in zip(named, [rights] * 6 + [changed] * 3, strict=True):
+        assert tdmrep[declarations["tdmrep_sha256"]] == given.tdmrep()
+        assert declarations["headers"] == dict(given.headers("/real/track.mp3"))
+    assert named[0]["headers"]["tdm-reservation"] == "1"
+    assert named[-1]["headers"] == {"tdm-reservation": "0"}
 
 
 async def test_report_names_the_violator_with_both_timestamps(tmp_path):

@@ -386,10 +386,11 @@ class ChainWriter:
         if batch.queue_dropped:
             self._lose(batch.queue_dropped, "the writer's queue was full", now, counted=True)
         records: list[dict[str, Any]] = []
+        rights_of = {key: self._kept(rights) for key, rights in batch.rights.items()}
         for row in orjson.loads(batch.encounters):
             e = Encounter(*row)
             try:
-                rights = batch.rights.get(e.rights)
+                rights = rights_of.get(e.rights)
                 records.append(self._exchange_record(e, self._robots(e.robots, batch.robots),
                                                      rights))
             except Exception as exc:  # a bug must cost one record, never the log
@@ -620,14 +621,19 @@ class ChainWriter:
         record["_texts"] = (robots, rights)
         return record
 
+    def _kept(self, rights: Rights) -> Rights:
+        """The writer's own copy of `rights` while they are the same: every batch brings a
+        copy without the per-path header cache (Rights.__reduce__); the kept one has it."""
+        known = self._tdmrep[0]
+        return known if known is not None and known == rights else rights
+
     def _tdmrep_text(self, rights: Rights) -> tuple[str, str]:
-        """The tdmrep.json made from `rights`, and its SHA-256 (every batch brings its own
-        copy of the rights: compared once a batch, by identity for each record)."""
+        """The tdmrep.json made from `rights`, and its SHA-256 (made again only when the rules
+        change: `_kept` hands every record of a batch the same copy while they do not)."""
         known, text, digest = self._tdmrep
         if known is not rights:
-            if known != rights:
-                text = rights.tdmrep()
-                digest = hashlib.sha256(text.encode()).hexdigest()
+            text = rights.tdmrep()
+            digest = hashlib.sha256(text.encode()).hexdigest()
             self._tdmrep = (rights, text, digest)
         return text, digest
 
