@@ -13,7 +13,7 @@
    as a refused crawler swarm would), 12 of each in one listener run, so that the machine's
    own hiccups fall on both sides alike. Listener p50 and p99, writer off and on, pooled over
    the phases; and the same figures for two halves of the "off" phases (every other one), the
-   spread a difference has to exceed to be the writer's. Two runs.
+   spread a difference has to exceed to be the writer's. Two runs, each followed by:
 3. the control: the same alternating run with no evidence at all, where the "on" phases run
    a plain busy loop in a process of its own, as much CPU time every FLUSH seconds as the
    writer process spends on a batch (step 0's figure times RATE). What it does to the
@@ -173,7 +173,7 @@ async def listener_latency(url: str, seconds: float) -> list[tuple[float, float]
 
 
 async def feed(log: EvidenceLog, app: web.Application, on: Callable[[float], bool],
-               start: float, until: float) -> int:
+               until: float) -> int:
     """RATE records a second into the writer, in 10 ms steps, whenever `on(now)`."""
     ruleset = app[RULES].current
     robots = app[ROBOTS].canonical(ruleset.robots_disallowed, ruleset.robots_declarations)
@@ -260,7 +260,7 @@ async def writer_cost(folder: Path, per_record: float) -> None:
                 before = log.seq
                 if run % 2 == 0:
                     sent, by_phase = await alternating(
-                        url, lambda on, start, until: feed(log, app, on, start, until))
+                        url, lambda on, _, until: feed(log, app, on, until))
                     await log.flush()
                     print(f"writer run {run // 2 + 1}: records fed {sent / (PHASES * PHASE_S):,.0f}"
                           f"/s in the on phases, written {log.seq - before:,}", flush=True)
