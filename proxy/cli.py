@@ -60,7 +60,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
         print(exc, file=sys.stderr)
         n = len(exc.problems)
         print(f"{n} error{'s' if n != 1 else ''}", file=sys.stderr)
-        return 1
+        return 2  # as `run` does for the same files
     print(f"ok: {len(ruleset.rules)} rules in {len(ruleset.files)} files ({directory})")
     return 0
 
@@ -206,7 +206,7 @@ def _cmd_trace(args: argparse.Namespace) -> int:
 def _evidence_place(args: argparse.Namespace) -> tuple[Path, bytes | None] | None:
     """The evidence folder and the chain key (None when there is none to read); None, with
     the problem printed, when the config or the key cannot be read."""
-    from .settings import load_settings
+    from .settings import EvidenceSettings, load_settings
 
     try:
         if args.config is not None:
@@ -214,7 +214,7 @@ def _evidence_place(args: argparse.Namespace) -> tuple[Path, bytes | None] | Non
             folder, key = args.dir or ev.dir, args.key or ev.key
         else:
             folder = args.dir or Path("evidence")
-            key = args.key or folder / "chain.key"
+            key = args.key or EvidenceSettings(dir=folder).key
         if args.key is None and not key.exists():
             return folder, None
         return folder, key.read_bytes()
@@ -232,7 +232,7 @@ def _cmd_evidence_verify(args: argparse.Namespace) -> int:
     if place is None:
         return 2
     folder, key = place
-    text, ok = describe(verify_dir(folder, key), folder, key is not None)
+    text, ok = describe(verify_dir(folder, key, args.weak), folder, key is not None)
     print(text)
     return 0 if ok else 1
 
@@ -245,7 +245,7 @@ def _cmd_evidence_report(args: argparse.Namespace) -> int:
     if place is None:
         return 2
     folder, key = place
-    checks = verify_dir(folder, key)
+    checks = verify_dir(folder, key, args.weak)
     if not checks:
         print(f"sonicshield evidence report: no evidence log files in {folder}", file=sys.stderr)
         return 1
@@ -482,7 +482,12 @@ def build_parser() -> argparse.ArgumentParser:
                                                      "and evidence.key_file)")
         cmd.add_argument("--dir", type=Path, help="the evidence folder (default ./evidence)")
         cmd.add_argument("--key", type=Path, help="the chain key file, to check signatures "
-                                                  "(default DIR/chain.key when present)")
+                                                  "(default: evidence.key_file, or "
+                                                  "DIR-chain.key beside DIR, when present)")
+        cmd.add_argument("--weak", action="store_true",
+                         help="let a missing head, records after the signed head and missing "
+                              "checkpoints pass as notes (a copy of a log taken while it was "
+                              "written); never for evidence you rely on")
         cmd.set_defaults(func=func)
         if name == "report":
             cmd.add_argument("--format", choices=("html", "csv", "json"), default="html")

@@ -75,7 +75,7 @@ async def log_dir(tmp_path: Path) -> Path:
     await write_log(folder, [exchange(i) for i in range(300)])
     files = chain_files(folder)["main"]
     assert len(files) >= 3, "the test needs a chain across files"
-    (check,) = verify_dir(folder, (folder / "chain.key").read_bytes())
+    (check,) = verify_dir(folder, settings(folder).key.read_bytes())
     assert check.ok
     assert check.records == len(
         [line for f in files for line in f.path.read_bytes().splitlines()])
@@ -178,7 +178,7 @@ def test_a_rebuilt_chain_is_caught_by_the_key(log_dir):
     head["h"] = prev
     (log_dir / "main.head").write_text(json.dumps(head))
     assert problem(log_dir, key=None) == ""  # without the key the rebuilt chain looks whole
-    key = (log_dir / "chain.key").read_bytes()
+    key = settings(log_dir).key.read_bytes()
     assert re.fullmatch(r"main-\d{12}-\d{8}\.jsonl:\d+: checkpoint \d+'s signature is wrong: "
                         r"the chain up to it was rebuilt by someone without the key",
                         problem(log_dir, key))
@@ -190,7 +190,7 @@ async def test_a_record_torn_by_a_crash_is_accounted_for(log_dir):
         f.write(b'{"seq":301,"t":"2026-11-22T07:00:00.000000Z","kind":"exch')
     # the writer starts again after the crash: its first file names the torn record
     await write_log(log_dir, [exchange(i) for i in range(300, 310)])
-    (check,) = verify_dir(log_dir, (log_dir / "chain.key").read_bytes())
+    (check,) = verify_dir(log_dir, settings(log_dir).key.read_bytes())
     assert check.ok, check.problem
     # ... so a torn record edited afterwards is not passed off as the crash's
     with last.open("ab") as f:
@@ -201,7 +201,7 @@ async def test_a_record_torn_by_a_crash_is_accounted_for(log_dir):
 async def test_a_restarted_writer_continues_the_chain(log_dir):
     before = chain_files(log_dir)["main"][-1].path.name
     await write_log(log_dir, [exchange(i) for i in range(5)])
-    (check,) = verify_dir(log_dir, (log_dir / "chain.key").read_bytes())
+    (check,) = verify_dir(log_dir, settings(log_dir).key.read_bytes())
     assert check.ok, check.problem
     new = [json.loads(line) for line in chain_files(log_dir)["main"][-1].path.read_bytes()
            .splitlines()]

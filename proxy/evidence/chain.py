@@ -11,8 +11,9 @@ the next record's "prev" and the running "seq". Files are named CHAIN-SEQ-DAY.js
 first record's number, twelve digits), rotate by size and by UTC day, and the chain runs on
 across them: each file opens with an "open" record whose "prev" is the last record of the file
 before. CHAIN.head holds the newest record's seq and hash, signed with the chain key, so cutting
-records off the end is seen too. Checkpoint records carry an HMAC of the chain so far: a forger
-without the key cannot rebuild the chain after an edit.
+records off the end is seen too. Checkpoint, close and gap records carry an HMAC of the chain so
+far: a forger without the key cannot rebuild the chain after an edit, and cannot hide that
+checkpoints are missing (each "open" record states the chain's checkpoint interval).
 """
 
 from __future__ import annotations
@@ -124,8 +125,13 @@ def head_mac(key: bytes, chain: str, seq: int, h: str) -> str:
     return hmac.new(key, f"head\x00{chain}\x00{seq}\x00{h}".encode(), hashlib.sha256).hexdigest()
 
 
-def checkpoint_mac(key: bytes, chain: str, seq: int, prev: str) -> str:
-    return hmac.new(key, f"checkpoint\x00{chain}\x00{seq}\x00{prev}".encode(),
+SIGNED_KINDS = ("checkpoint", "close", "gap")  # records that carry a "mac"
+
+
+def record_mac(key: bytes, kind: str, chain: str, seq: int, prev: str) -> str:
+    """The signature of a checkpoint, close or gap record: its kind, place and the chain
+    before it."""
+    return hmac.new(key, f"{kind}\x00{chain}\x00{seq}\x00{prev}".encode(),
                     hashlib.sha256).hexdigest()
 
 

@@ -5,28 +5,41 @@ what is wrong: edited (its hash no longer matches its content), missing records 
 out of order (reordered or inserted), not following the record before it (replaced), a file
 that does not continue the one before (spliced or renamed), records cut off the end (the signed
 head names a later record). Reading a chain stops at its first break: what follows cannot be
-placed. Gaps the writer itself recorded (disk full) and a record torn by a crash that the next
-file accounts for are reported as such, not as tampering.
+placed. Gaps the writer itself recorded (disk full, a writer killed) and a record torn by a
+crash that the next file accounts for are reported as such, not as tampering.
+
+A chain must also prove its own end and its own completeness, or it fails: a missing head
+file, records after the record the signed head names, and a stretch of the chain longer than
+its checkpoint interval allows without a signed checkpoint, close or gap record (a forger who
+rebuilt the chain without the key had to drop them). `weak=True` (`--weak`) turns exactly these
+three into notes, for a copy of a log taken while it was being written.
 """
 
 from __future__ import annotations
 
 import hmac
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from .chain import (
     GENESIS,
+    SIGNED_KINDS,
     Broken,
     LogFile,
     chain_files,
-    checkpoint_mac,
     head_mac,
+    iso,
     lines,
     read_head,
+    record_mac,
     unseal,
 )
+
+# a checkpoint is due every checkpoint_interval seconds; the writer makes it at its next
+# batch, so allow twice the interval and some slack before calling one missing
+_CHECKPOINT_SLACK = 10.0
 
 
 @dataclass
@@ -50,18 +63,22 @@ class _Stop(Exception):
     pass
 
 
-def verify_dir(directory: Path, key: bytes | None) -> list[ChainCheck]:
-    """Check every chain in `directory`; with `key`, the checkpoint and head signatures too."""
-    return [verify_chain(directory, chain, files, key)
+def verify_dir(directory: Path, key: bytes | None, weak: bool = False) -> list[ChainCheck]:
+    """Check every chain in `directory`; with `key`, the signatures too."""
+    return [verify_chain(directory, chain, files, key, weak)
             for chain, files in sorted(chain_files(directory).items())]
 
 
 def verify_chain(directory: Path, chain: str, files: list[LogFile],
-                 key: bytes | None) -> ChainCheck:
+                 key: bytes | None, weak: bool = False) -> ChainCheck:
     check = ChainCheck(chain, files=len(files))
     head = read_head(directory, chain)
     head_seq = head.get("seq") if head is not None else None
     head_h = None
+    interval: float | None = None  # the checkpoint interval the chain's open records state
+    due = ""  # a record later than this (ISO time) comes after a missing checkpoint
+    anchored = ""  # since when the chain has gone without a signed record
+    after_close = False
     try:
         expected, prev = 0, GENESIS
         torn: dict[str, Any] | None = None  # an incomplete record the next file must name
@@ -92,26 +109,39 @@ def verify_chain(directory: Path, chain: str, files: list[LogFile],
                                 "(its prev hash differs): a record before it was replaced, or "
                                 "records from elsewhere were spliced in")
                 kind = record.get("kind")
+                t = str(record.get("t", ""))
                 if first:
                     _check_open(record, f, where, torn)
                     torn = None
                     first = False
+                    if isinstance(record.get("checkpoint_interval"), int | float):
+                        interval = float(record["checkpoint_interval"])
                 elif kind == "open":
                     raise _Stop(f"{where}: an 'open' record inside a file: two files were "
                                 "spliced together")
+                signed = kind in SIGNED_KINDS and _signed(record, key, chain, where)
+                if signed or seq == 0 or (kind == "open" and after_close):
+                    anchored = t  # a signed record, the chain's start, a start after a close
+                    due = iso(_seconds(t) + 2 * interval + _CHECKPOINT_SLACK) if (
+                        interval is not None and anchored) else ""
+                elif due and t > due and kind != "open":  # an open record holds no encounter
+                    _weak(check, weak, f"{where}: record {seq} at {t} comes after no "
+                          f"signed checkpoint since {anchored}, though the chain promises one "
+                          f"every {interval:g} s: checkpoints were removed")
+                    due = ""  # said once
+                after_close = signed and kind == "close"
                 if kind == "checkpoint":
                     check.checkpoints += 1
-                    if key is not None:
-                        if not hmac.compare_digest(
-                                str(record.get("mac", "")),
-                                checkpoint_mac(key, chain, seq, record["prev"])):
-                            raise _Stop(f"{where}: checkpoint {seq}'s signature is wrong: the "
-                                        "chain up to it was rebuilt by someone without the key")
-                        check.macs += 1
                 elif kind == "gap":
-                    check.gaps.append(
-                        f"{where}: {record.get('dropped')} records lost from "
-                        f"{record.get('from')} to {record.get('to')}: {record.get('reason')}")
+                    if record.get("dropped") is None:
+                        what = (f"records may be missing after record {record.get('after')} "
+                                f"({record.get('from') or 'time unknown'})")
+                    else:
+                        what = f"{record.get('dropped')} records lost from {record.get('from')}"
+                    check.gaps.append(f"{where}: {what} to {record.get('to')}: "
+                                      f"{record.get('reason')}")
+                if signed and key is not None:
+                    check.macs += 1
                 if seq == head_seq:
                     head_h = record["h"]
                 prev, expected = record["h"], seq + 1
@@ -120,10 +150,39 @@ def verify_chain(directory: Path, chain: str, files: list[LogFile],
                 check.notes.append(
                     f"{torn['file']} ends in an incomplete record ({torn['bytes']} bytes): the "
                     "writer stopped in the middle of it, or is writing it now")
-        _check_head(check, head, head_h, key)
+        _check_head(check, head, head_h, key, weak)
     except _Stop as stop:
         check.problem = str(stop)
     return check
+
+
+def _signed(record: dict[str, Any], key: bytes | None, chain: str, where: str) -> bool:
+    """A checkpoint, close or gap record whose signature holds (with no key: that says it is
+    signed); a wrong signature stops the check."""
+    mac = record.get("mac")
+    if key is None:
+        return isinstance(mac, str)
+    kind, seq = record["kind"], record["seq"]
+    if mac is None:
+        if kind == "checkpoint":
+            raise _Stop(f"{where}: checkpoint {seq} is not signed: the chain up to it was "
+                        "rebuilt by someone without the key")
+        return False  # a close or gap of a writer before 0.2, which signed only checkpoints
+    if not hmac.compare_digest(str(mac), record_mac(key, kind, chain, seq, record["prev"])):
+        raise _Stop(f"{where}: {kind} {seq}'s signature is wrong: the chain up to it was "
+                    "rebuilt by someone without the key")
+    return True
+
+
+def _seconds(t: str) -> float:
+    return datetime.fromisoformat(t).timestamp()
+
+
+def _weak(check: ChainCheck, weak: bool, problem: str) -> None:
+    """A break that only a weak check lets pass, as a note."""
+    if not weak:
+        raise _Stop(problem)
+    check.notes.append(f"weak check: {problem}")
 
 
 def _check_open(record: dict[str, Any], f: LogFile, where: str,
@@ -147,9 +206,11 @@ def _check_open(record: dict[str, Any], f: LogFile, where: str,
 
 
 def _check_head(check: ChainCheck, head: dict[str, Any] | None, head_h: str | None,
-                key: bytes | None) -> None:
+                key: bytes | None, weak: bool) -> None:
     if head is None:
-        check.notes.append(f"no {check.chain}.head: records cut off the end could not be seen")
+        _weak(check, weak, f"no {check.chain}.head: the chain's end is not signed, so records "
+              "cut off the end, or a chain rebuilt from scratch, cannot be told apart from the "
+              "real one")
         return
     seq = head.get("seq")
     if not isinstance(seq, int):
@@ -167,6 +228,10 @@ def _check_head(check: ChainCheck, head: dict[str, Any] | None, head_h: str | No
     if head_h != head.get("h"):
         raise _Stop(f"{check.chain}.head: record {seq} is not the one the head names: the "
                     "log was rewritten from there on")
+    if seq < check.last_seq:
+        _weak(check, weak, f"records {seq + 1} to {check.last_seq} follow the record the "
+              f"signed head names ({seq}): they were appended by someone else, or the log was "
+              "copied while its writer was between a write and its head (then use --weak)")
 
 
 def describe(checks: list[ChainCheck], directory: Path, key_used: bool) -> tuple[str, bool]:

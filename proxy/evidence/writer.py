@@ -13,6 +13,13 @@ robots.txt, and a sample of the rest (`allowed_sample`); the rest is counted by 
 UA class in the periodic checkpoint records. The full text of each robots.txt and tdmrep.json
 served is written once per file, before the first record that names its hash.
 
+A writer that was killed (kill -9, a crash, the machine's power) loses what it had not yet
+written: the rows queued in the proxy (at most FLUSH seconds' worth, 0.1 s, plus the batch
+being written, or up to `queue` rows when the writer had fallen behind). The chain cannot say
+which requests those were, but it says that there were some: the next writer finds that the
+chain does not end in its "close" record and, before anything else, writes a signed "gap"
+record naming the last record that did land, its time, and the time of the new start.
+
 Failure never stops the proxy. A full disk or an unwritable folder: the batch is lost and
 counted (the part of it that did land is cut back off, so the file ends on a whole record and
 no record already written is touched), the condition is logged once a minute, and when a write
@@ -54,14 +61,15 @@ from ..signals.network import AsnDatabase
 from .chain import (
     CHAIN_NAME,
     GENESIS,
+    SIGNED_KINDS,
     Broken,
     chain_files,
-    checkpoint_mac,
     day_of,
     file_name,
     head_mac,
     head_path,
     iso,
+    record_mac,
     seal,
     unseal,
 )
@@ -298,6 +306,8 @@ class ChainWriter:
         self.h = GENESIS  # the newest record's hash
         self._key = b""
         self._torn: dict[str, Any] | None = None
+        # the chain did not end in a "close": where it did end (record, time), for a gap record
+        self._unclean: tuple[int, str] | None = None
         self._since_checkpoint = 0
         self._last_fsync = time.monotonic()
         self._published: set[str] = set()  # declaration texts already in the current file
@@ -311,11 +321,14 @@ class ChainWriter:
         self._failed = 0  # records lost in this batch
 
     def take_chain(self) -> int:
-        """Take the chain and find its end: the next record's number."""
+        """Take the chain and find its end: the next record's number. A chain that did not
+        end cleanly gets its gap record now, not with the first batch."""
         try:
             self._lock()
         except OSError as exc:
             self._lose(0, f"cannot use the evidence folder: {exc.strerror or exc}", time.time())
+        if self._unclean is not None and self._lock_fd >= 0:
+            self._write([], time.time())
         return self.seq
 
     def _lock(self) -> None:
@@ -329,11 +342,16 @@ class ChainWriter:
             raise EvidenceError(
                 f"evidence log {self.dir}: chain '{self.chain}' is being written by another "
                 "process (give each proxy its own evidence.dir)") from None
+        key = self.settings.key
         try:
-            self._key = load_or_create_key(self.settings.key, "evidence chain key")
+            self._key = load_or_create_key(key, "evidence chain key")
         except ValueError as exc:  # a short key file: the chain is written, unsigned
             log_event(log, logging.ERROR, "evidence-key-unusable", error=str(exc),
                       effect="checkpoints and the head are not signed")
+        if key.resolve().is_relative_to(self.dir.resolve()):
+            log_event(log, logging.WARNING, "evidence-key-in-log-folder", key=str(key),
+                      effect="whoever can rewrite the log can also re-sign it: move the key "
+                      "out of the folder and set evidence.key_file, keep a copy elsewhere")
         self._recover()
         self._lock_fd = fd
 
@@ -355,6 +373,7 @@ class ChainWriter:
             tail = tail[:end + 1]
         if not tail:  # nothing whole in the newest file: it was opened for this seq
             self.seq = last.first_seq
+            self._unclean = (self.seq - 1, "")
             return
         start = tail.rfind(b"\n", 0, len(tail) - 1) + 1
         try:
@@ -364,8 +383,11 @@ class ChainWriter:
                       error=str(exc), effect="the chain goes on from an unknown record; "
                       "'sonicshield evidence verify' will show the break")
             self.seq = last.first_seq
+            self._unclean = (self.seq - 1, "")
             return
         self.seq, self.h = record["seq"] + 1, record["h"]
+        if record.get("kind") != "close":
+            self._unclean = (record["seq"], str(record.get("t", "")))
 
     def flush(self, batch: Batch) -> Written:
         # a batch makes some 40,000 short-lived dicts and lists and no reference cycles: the
@@ -417,6 +439,12 @@ class ChainWriter:
         first: list[dict[str, Any]] = []
         if self._opening is not None:
             first.append(self._opening)
+        if self._unclean is not None:
+            after, since = self._unclean
+            first.append({"kind": "gap", "dropped": None, "after": after, "from": since,
+                          "to": iso(now), "reason": "the writer before this one stopped without "
+                          "closing the chain (killed or crashed): what it had not yet written "
+                          "is missing"})
         if self._lost:
             first.append({"kind": "gap", "dropped": self._lost, "from": iso(self._lost_since),
                           "to": iso(now), "reason": self._lost_reason})
@@ -444,6 +472,7 @@ class ChainWriter:
             self._lose(len(records), exc.strerror or str(exc), now)
             return {}
         self.seq, self.h, self._published, self._opening = seq, h, published, None
+        self._unclean = None
         self._since_checkpoint += kinds["exchange"]
         if kinds["checkpoint"]:
             self._since_checkpoint = 0
@@ -460,8 +489,8 @@ class ChainWriter:
             record["seq"] = seq
         else:
             record = {"seq": seq, "t": record.get("t") or iso(now), **record}
-        if record["kind"] == "checkpoint" and self._key:
-            record["mac"] = checkpoint_mac(self._key, self.chain, seq, prev)
+        if record["kind"] in SIGNED_KINDS and self._key:
+            record["mac"] = record_mac(self._key, record["kind"], self.chain, seq, prev)
         return seal(record, prev)
 
     def _rotate(self, now: float) -> None:
@@ -491,7 +520,8 @@ class ChainWriter:
         self._fd, self._day, self._size = fd, day, 0
         self._published = set()
         self._opening = {"kind": "open", "chain": self.chain, "file": name,
-                         "previous": previous, "pid": os.getpid(), "version": __version__}
+                         "previous": previous, "pid": os.getpid(), "version": __version__,
+                         "checkpoint_interval": s.checkpoint_interval}
         if self._torn is not None:
             self._opening["torn"], self._torn = self._torn, None
 
