@@ -15,7 +15,7 @@ from .settings import Settings
 ReadinessCheck = Callable[[], Awaitable[tuple[bool, str]]]
 MetricsSource = Callable[[], bytes]
 # Reload the rules; returns (ok, details) where details is JSON-serialisable.
-RulesReload = Callable[[], tuple[bool, dict[str, object]]]
+RulesReload = Callable[[], Awaitable[tuple[bool, dict[str, object]]]]
 
 
 def upstream_readiness(settings: Settings, session: aiohttp.ClientSession) -> ReadinessCheck:
@@ -70,7 +70,7 @@ def build_admin_app(
             detail = "set admin.token to enable" if token is None else "missing or wrong token"
             return web.json_response({"error": f"unauthorised: {detail}"}, status=401,
                                      headers={"WWW-Authenticate": "Bearer"})
-        ok, details = reload()
+        ok, details = await reload()
         return web.json_response(details, status=200 if ok else 422)
 
     app = web.Application()

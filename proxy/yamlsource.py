@@ -6,12 +6,17 @@ Settings and rule files are validated after parsing, and a semantic error ("unkn
 
 It is also a trust boundary: rule files may come from anywhere. Aliases are refused outright
 (they are the "billion laughs" amplifier and config files never need them), duplicate keys are
-an error instead of PyYAML's silent last-one-wins, and file size is capped before parsing.
+an error instead of PyYAML's silent last-one-wins, only regular files are read and no more
+than MAX_FILE_BYTES of them (a FIFO or /dev/zero would block or fill memory), nesting is
+capped at MAX_DEPTH (PyYAML's composer recurses: 350 levels were a RecursionError), and an
+integer too long for Python to convert is an error at its line, not a ValueError.
 """
 
 from __future__ import annotations
 
 import difflib
+import os
+import stat
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +26,7 @@ import yaml
 from yaml.composer import Composer
 from yaml.constructor import SafeConstructor
 from yaml.events import AliasEvent
-from yaml.nodes import MappingNode, Node, SequenceNode
+from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 from yaml.resolver import Resolver
 
 try:  # libyaml's C scanner and parser: 5x faster than PyYAML's own on the agent lists
@@ -30,6 +35,7 @@ except ImportError as exc:  # pragma: no cover - PyPI's PyYAML wheels all includ
     raise ImportError("SonicShield needs PyYAML built with libyaml (yaml._yaml)") from exc
 
 MAX_FILE_BYTES = 1 << 20
+MAX_DEPTH = 64  # nested mappings and lists; the shipped files use at most 5
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,20 +99,35 @@ class _LocatingLoader(Composer, CParser, SafeConstructor, Resolver):
         SafeConstructor.__init__(self)
         Resolver.__init__(self)
         self.display_name = name
+        self._depth = 0
 
     def _mark(self, node: Node) -> Mark:
         m = node.start_mark
         return Mark(self.display_name, m.line + 1, m.column + 1)
 
+    def _event_mark(self) -> Mark:
+        event = self.peek_event()
+        m = event.start_mark if event is not None else None
+        return Mark(self.display_name, m.line + 1, m.column + 1) if m else Mark(
+            self.display_name, 1, 1)
+
     def compose_node(self, parent: Node | None, index: Any) -> Node | None:
         if self.check_event(AliasEvent):
-            event = self.peek_event()
-            m = event.start_mark if event is not None else None
-            where = Mark(self.display_name, m.line + 1, m.column + 1) if m else Mark(
-                self.display_name, 1, 1)
-            raise _LoadProblem(where, "YAML aliases (*name) are not allowed here; write the "
-                                      "value out")
-        return super().compose_node(parent, index)
+            raise _LoadProblem(self._event_mark(), "YAML aliases (*name) are not allowed here; "
+                                                   "write the value out")
+        self._depth += 1
+        try:
+            if self._depth > MAX_DEPTH:
+                raise _LoadProblem(self._event_mark(), f"nested more than {MAX_DEPTH} levels deep")
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+    def construct_yaml_int(self, node: ScalarNode) -> int:
+        try:
+            return super().construct_yaml_int(node)
+        except ValueError:
+            raise _LoadProblem(self._mark(node), "an integer with too many digits") from None
 
     def construct_mapping(  # type: ignore[override]
         self, node: MappingNode, deep: bool = False
@@ -145,6 +166,9 @@ _LocatingLoader.add_constructor(  # type: ignore[type-var]
 _LocatingLoader.add_constructor(  # type: ignore[type-var]
     "tag:yaml.org,2002:seq", _LocatingLoader.construct_sequence
 )
+_LocatingLoader.add_constructor(  # type: ignore[type-var]
+    "tag:yaml.org,2002:int", _LocatingLoader.construct_yaml_int
+)
 
 
 class _LoadProblem(Exception):
@@ -174,14 +198,25 @@ def load_yaml_file(path: Path, display_name: str | None = None) -> Any:
     """Read and parse a YAML file with a size cap; errors are ConfigError with file:line:col."""
     name = display_name or str(path)
     try:
-        size = path.stat().st_size
-        if size > MAX_FILE_BYTES:
-            raise ConfigError(
-                [Problem(Mark(name, 1, 1), f"file is {size} bytes; the limit is {MAX_FILE_BYTES}")]
-            )
-        raw = path.read_bytes()
+        # O_NONBLOCK: opening a FIFO with no writer must not wait for one
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+        try:
+            info = os.fstat(fd)
+            if not stat.S_ISREG(info.st_mode):
+                raise ConfigError([Problem(Mark(name, 1, 1),
+                                           "not a regular file (a FIFO, device or socket)")])
+            if info.st_size > MAX_FILE_BYTES:
+                raise ConfigError([Problem(Mark(name, 1, 1), f"file is {info.st_size} bytes; "
+                                           f"the limit is {MAX_FILE_BYTES}")])
+            with os.fdopen(fd, "rb", closefd=False) as f:
+                raw = f.read(MAX_FILE_BYTES + 1)
+        finally:
+            os.close(fd)
     except OSError as exc:
         raise ConfigError([Problem(Mark(name, 1, 1), f"cannot read: {exc.strerror}")]) from None
+    if len(raw) > MAX_FILE_BYTES:  # it grew while it was read
+        raise ConfigError([Problem(Mark(name, 1, 1), f"file is over {MAX_FILE_BYTES} bytes; "
+                                   f"the limit is {MAX_FILE_BYTES}")])
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:

@@ -222,7 +222,7 @@ def test_audio_actions_need_an_audio_only_match(tmp_path, capsys):
         "    action: truncate\n  - name: b\n    match: {content: [audio, page]}\n"
         "    action: decoy\n  - name: c\n    match: {content: audio}\n    action: truncate\n"
         "    params: {seconds: 0}\n")
-    assert main(["check", str(rules)]) == 1
+    assert main(["check", str(rules)]) == 2
     assert capsys.readouterr().err.splitlines() == [
         "rules/10-a.yaml:5:13: rule 'a': action 'truncate' makes a variant of an audio file: "
         "the rule's match needs 'content: audio' (and no other kind)",

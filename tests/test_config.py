@@ -184,7 +184,7 @@ rules:
     action: allow
 """)
     write(rules, "20-worse.yaml", "version: 2\nrules: {}\n")
-    assert main(["check", str(rules)]) == 1
+    assert main(["check", str(rules)]) == 2
     err = capsys.readouterr().err.splitlines()
     assert err == [
         "rules/10-bad.yaml:4:13: rule 'typo': unknown match key 'ua_clas' (did you mean "
@@ -234,7 +234,7 @@ rules:
     match: {ua_class: [ai-crawler, ai-crawlr], agent: [GPTBot, GPTBott], purpose: trainig}
     action: block
 """)
-    assert main(["check", str(rules)]) == 1
+    assert main(["check", str(rules)]) == 2
     assert capsys.readouterr().err.splitlines() == [
         "rules/10-ai.yaml:4:36: rule 'ai': match key 'ua_class': unknown value 'ai-crawlr' "
         "(did you mean 'ai-crawler'?); one of ai-crawler, search-engine, link-preview, "
@@ -271,7 +271,7 @@ rules:
     match: {robots: violatd}
     action: block
 """)
-    assert main(["check", str(rules)]) == 1
+    assert main(["check", str(rules)]) == 2
     assert capsys.readouterr().err.splitlines() == [
         "rules/10-b.yaml:4:30: rule 'b': match key 'behaviour_score': takes one number from 0 "
         "to 1, got 1.5",

@@ -123,7 +123,7 @@ def test_bad_network_match_values(tmp_path: Path, capsys):
     (rules / "10-n.yaml").write_text(
         "version: 1\nrules:\n  - name: n\n    match: {asn: [AS16509], cidr: [10.0.0.0/33],"
         " datacenter: yes-please}\n    action: block\n")
-    assert main(["check", str(rules)]) == 1
+    assert main(["check", str(rules)]) == 2
     assert capsys.readouterr().err.splitlines() == [
         "rules/10-n.yaml:4:19: rule 'n': match key 'asn': ASNs are numbers like 16509, "
         "got 'AS16509'",
@@ -176,7 +176,7 @@ def test_bad_range_lists_and_names_are_reported(tmp_path: Path, capsys):
         "version: 1\nprefixes:\n  - 66.249.64.0/27\n  - 66.249.64.0/33\n")
     (rules / "10-r.yaml").write_text(
         "version: 1\nrules:\n  - name: r\n    match: {cidr: [testbto]}\n    action: block\n")
-    assert main(["check", str(rules)]) == 1
+    assert main(["check", str(rules)]) == 2
     assert capsys.readouterr().err.splitlines() == [
         "rules/10-r.yaml:4:20: rule 'r': match key 'cidr': not an address, CIDR or range list: "
         "'testbto' (did you mean 'testbot'?) (lists in networks/: testbot)",

@@ -130,7 +130,7 @@ def test_bad_rights_files_are_reported(tmp_path, capsys):
         "version: 1\ndefaults:\n  reservation: maybe\n  polcy: x\ntracks:\n"
         "  - paths: [stream/a.mp3]\n    isrc: 12345\n  - paths: [/b]\n    isrc: GBXXX2600001\n"
         "  - paths: [/c]\n    isrc: GBXXX2600001\n    titel: C\n")
-    assert main(["check", str(rules)]) == 1
+    assert main(["check", str(rules)]) == 2
     assert capsys.readouterr().err.splitlines() == [
         "rules/rights.yaml:3:16: 'reservation' must be true or false",
         "rules/rights.yaml:4:3: unknown key 'polcy' in 'defaults' (did you mean 'policy'?)",
