@@ -36,7 +36,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from proxy.app import build_app, runner_kwargs
+from proxy.app import build_app, start_runner
 from proxy.app_keys import EVIDENCE, ROBOTS, RULES
 from proxy.evidence.writer import FLUSH, EvidenceLog
 from proxy.exchange import Action, Client, ContentKind, Exchange, Signals, Verdict
@@ -248,8 +248,7 @@ async def writer_cost(folder: Path, per_record: float) -> None:
             audio=AudioSettings(cache_dir=folder / "variants"),
             evidence=EvidenceSettings(dir=folder / "evidence"))
         app = build_app(settings, LiveRules(load_rules(settings.rules_dir)))
-        runner = web.AppRunner(app, **runner_kwargs(settings))  # type: ignore[arg-type]
-        await runner.setup()
+        runner = await start_runner(app, settings)
         await web.TCPSite(runner, "127.0.0.1", proxy_port).start()
         gc.freeze()  # as proxy.server.run does once it listens
         url = f"http://127.0.0.1:{proxy_port}/album/a"

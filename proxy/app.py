@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 from yarl import URL
 
+from .admin import ReadinessCheck, upstream_readiness
 from .app_keys import (
     ASN,
     AUDIO,
@@ -33,6 +35,7 @@ from .deadlines import DeadlineWatch
 from .evidence.writer import EvidenceLog
 from .forward import Upstream, make_session
 from .handler import declare, handle
+from .inbound import bound_heads, site_authorities
 from .metrics import Metrics
 from .robots import RobotsSource
 from .rules import LiveRules
@@ -62,14 +65,33 @@ async def _upstream_ctx(app: web.Application) -> AsyncIterator[None]:
         settings=settings,
         deadlines=deadlines,
         traps=TrapLinks(settings.traps.path) if settings.traps.enabled else None,
+        authorities=site_authorities(settings.upstream.url, settings.upstream.public_url),
     )
+    stop_probing = asyncio.Event()
+    health = asyncio.create_task(
+        _probe_health(app, upstream_readiness(settings, session), stop_probing),
+        name="health-probe")
     yield
     watchdog.cancel()
     robots_refresh.cancel()
+    stop_probing.set()  # a probe under way finishes (3 s at most): no request cut off mid-way
+    await health
     await session.close()
     await app[VERIFIER].close()
     app[ASN].close()
     await app[AUDIO].aclose()
+
+
+async def _probe_health(app: web.Application, probe: ReadinessCheck,
+                        stop: asyncio.Event) -> None:
+    """sonicshield_upstream_up from the store's health probe, on a timer: true when no
+    request passes, and never set by one request's luck."""
+    metrics, interval = app[METRICS], app[SETTINGS].upstream.health_interval
+    while not stop.is_set():
+        ok, _ = await probe()
+        metrics.set_upstream(ok)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), interval)
 
 
 GAUGE_REFRESH = 2.0  # seconds
@@ -148,6 +170,16 @@ def build_app(
     app.router.add_route("*", "/{tail:.*}", handle)
     app.on_response_prepare.append(declare)
     return app
+
+
+async def start_runner(app: web.Application, settings: Settings) -> web.AppRunner:
+    """The proxy app's runner, set up with the server limits below and the cap on the whole
+    request head (proxy/inbound.py); sites are added by the caller."""
+    runner = web.AppRunner(app, handle_signals=False, **runner_kwargs(settings))  # type: ignore[arg-type]
+    await runner.setup()
+    assert runner.server is not None
+    bound_heads(runner.server, settings.limits.max_request_head)
+    return runner
 
 
 def runner_kwargs(settings: Settings) -> dict[str, object]:

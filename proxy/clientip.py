@@ -10,14 +10,21 @@ Rules (same as uvicorn's proxy_headers and nginx's real_ip with `real_ip_recursi
   that is the client. Hops further left were written by the client and prove nothing.
 - An unparseable hop ends the walk at the last trusted address: a trusted proxy never writes
   garbage, so garbage means we are already in client-written territory.
+- Several lines of one header are one list, in order (RFC 9110 5.3): HAProxy's `option
+  forwardfor` adds its own X-Forwarded-For line after the client's, and reading only the
+  first line would take the client's word for its address.
+- A forwarded host is used only when it is a valid authority (proxy/inbound.py): it goes
+  into Forwarded's quoted host= value.
 """
 
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Mapping
+
+from multidict import MultiMapping
 
 from .exchange import Client
+from .inbound import valid_authority
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -52,8 +59,14 @@ def is_trusted(address: IPAddress | None, trusted: tuple[IPNetwork, ...]) -> boo
     return any(address in net for net in trusted)
 
 
+def header_list(headers: MultiMapping[str], name: str) -> list[str]:
+    """Every comma-separated element of every `name` line, in order, stripped."""
+    return [item.strip() for line in headers.getall(name, ()) for item in line.split(",")
+            if item.strip()]
+
+
 def resolve_client(
-    peer: str, headers: Mapping[str, str], trusted: tuple[IPNetwork, ...], scheme: str
+    peer: str, headers: MultiMapping[str], trusted: tuple[IPNetwork, ...], scheme: str
 ) -> Client:
     """Decide the client address, scheme and host from the socket peer and, if trusted, headers."""
     host = headers.get("Host", "")
@@ -61,17 +74,17 @@ def resolve_client(
         return Client(ip=peer, peer=peer, via_trusted_proxy=False, scheme=scheme, host=host)
 
     client_ip = peer
-    for hop in reversed(headers.get("X-Forwarded-For", "").split(",")):
-        if not hop.strip():
-            continue
+    for hop in reversed(header_list(headers, "X-Forwarded-For")):
         addr = _parse_hop(hop)
         if addr is None:
             break
         client_ip = str(addr)
         if not is_trusted(addr, trusted):
             break
-    proto = headers.get("X-Forwarded-Proto", "").split(",")[-1].strip().lower()
-    fwd_host = headers.get("X-Forwarded-Host", "").split(",")[-1].strip()
+    protos = header_list(headers, "X-Forwarded-Proto")
+    proto = protos[-1].lower() if protos else ""
+    hosts = header_list(headers, "X-Forwarded-Host")
+    fwd_host = hosts[-1] if hosts and valid_authority(hosts[-1]) else ""
     return Client(
         ip=client_ip,
         peer=peer,
@@ -86,7 +99,7 @@ def _forwarded_node(address: str) -> str:
     return f'"[{address}]"' if ":" in address else address
 
 
-def forwarding_headers(client: Client, incoming: Mapping[str, str]) -> dict[str, str]:
+def forwarding_headers(client: Client, incoming: MultiMapping[str]) -> dict[str, str]:
     """The forwarding headers to send upstream for this client.
 
     Behind a trusted proxy the chain it sent is extended with that proxy's address; from an
@@ -96,8 +109,8 @@ def forwarding_headers(client: Client, incoming: Mapping[str, str]) -> dict[str,
     if client.host:
         own += f';host="{client.host}"'
     if client.via_trusted_proxy:
-        xff = incoming.get("X-Forwarded-For", "").strip()
-        fwd = incoming.get("Forwarded", "").strip()
+        xff = ", ".join(header_list(incoming, "X-Forwarded-For"))
+        fwd = ", ".join(header_list(incoming, "Forwarded"))
         return {
             "X-Forwarded-For": f"{xff}, {client.peer}" if xff else client.peer,
             "X-Forwarded-Proto": client.scheme,

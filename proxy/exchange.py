@@ -149,7 +149,11 @@ class Exchange:
     started:     monotonic clock at arrival (for the duration).
     wall:        wall-clock time at arrival (for logs and evidence).
     client:      who is asking (see Client).
-    method, path, query: the request line.
+    method:      the request method.
+    path:        the normalised, decoded path (proxy/inbound.py): what the rules judge and the
+                 caches key on.
+    query:       the query string as the client sent it.
+    target:      the normalised target as the store is asked for it (encoded path and query).
     signals:     set by classify.
     verdict:     set by decide.
     status:      the status sent to the client (0 until a response started).
@@ -170,6 +174,7 @@ class Exchange:
     method: str
     path: str
     query: str
+    target: str = ""  # set by the handler; offline judges (explain, catalog) forward nothing
     started: float = field(default_factory=time.monotonic)
     wall: float = field(default_factory=time.time)
     signals: Signals | None = None

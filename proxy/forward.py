@@ -70,6 +70,13 @@ class Upstream:
     settings: Settings
     deadlines: DeadlineWatch
     traps: TrapLinks | None = None  # hidden links appended to HTML pages
+    # host[:port] values an absolute-form request target may name (proxy/inbound.py)
+    authorities: frozenset[str] = frozenset()
+
+    def url(self, target: str) -> URL:
+        """The store's URL for a normalised request target: always the configured store,
+        whatever the client's request line said."""
+        return URL(f"{self.base.scheme}://{self.base.raw_authority}{target}", encoded=True)
 
 
 def connection_named(headers: Mapping[str, str]) -> frozenset[str]:
@@ -160,7 +167,7 @@ async def open_upstream(
     body = None
     if request.body_exists:
         body = _request_body(request, ex, upstream)
-    url = upstream.base.join(URL(request.raw_path, encoded=True))
+    url = upstream.url(ex.target)
     started = asyncio.get_running_loop().time()
     try:
         async with upstream.deadlines.deadline() as deadline:
@@ -282,7 +289,7 @@ async def proxy_websocket(
         for p in headers.popall("Sec-WebSocket-Protocol", [""])[0].split(",")
         if p.strip()
     ]
-    url = upstream.base.join(URL(request.raw_path, encoded=True))
+    url = upstream.url(ex.target)
     try:
         async with asyncio.timeout(upstream.settings.timeouts.upstream_response):
             up_ws = await upstream.session.ws_connect(

@@ -5,13 +5,15 @@ request -> Exchange -> classify (Signals) -> decide (Verdict) -> respond -> reco
 
 from __future__ import annotations
 
+import html
 import logging
 import secrets
 import time
 from collections.abc import Callable
 from dataclasses import replace
 
-from aiohttp import HttpVersion11, web
+from aiohttp import web
+from aiohttp.http import SERVER_SOFTWARE
 
 from .app_keys import (
     ASN,
@@ -35,6 +37,7 @@ from .classify import STATEFUL, classify, record
 from .clientip import resolve_client
 from .exchange import Action, ContentKind, Exchange
 from .forward import UpstreamError, open_upstream, proxy_websocket, stream_response
+from .inbound import Refused, check_framing, parse_target, refusal
 from .logs import log_access, log_event
 from .rights import Rights
 from .rules import AUDIO_ACTIONS, RuleSet
@@ -44,9 +47,10 @@ log = logging.getLogger("sonicshield")
 
 
 async def handle(request: web.Request) -> web.StreamResponse:
-    if request.version < HttpVersion11 and "Transfer-Encoding" in request.headers:
-        return _faulty_framing(request)
-    ex = start_exchange(request)
+    try:
+        ex = start_exchange(request)
+    except Refused as refused:
+        return refusal(request, refused)
     ruleset = request.app[RULES].current  # one rule set for the whole exchange, even mid-reload
     robots = request.app[ROBOTS].canonical(ruleset.robots_disallowed,
                                            ruleset.robots_declarations)
@@ -115,29 +119,26 @@ async def handle(request: web.Request) -> web.StreamResponse:
             evidence.submit(ex, robots, ruleset.rights, trap_hit)
 
 
-def _faulty_framing(request: web.Request) -> web.Response:
-    """RFC 9112 6.1: an HTTP/1.0 message with Transfer-Encoding has faulty framing (what
-    another hop makes of it is how requests are smuggled): refused, and the connection
-    closed, as the parser does for every other malformed head."""
-    reason = "Transfer-Encoding in an HTTP/1.0 request"
-    log_event(log, logging.WARNING, "bad-request", client=request.remote, status=400,
-              reason=reason)
-    resp = web.Response(status=400, text=f"400, message: {reason}")
-    resp.force_close()
-    return resp
+_EXCHANGE = web.RequestKey("exchange", Exchange)
 
 
 def start_exchange(request: web.Request) -> Exchange:
+    """The exchange of a request whose head passes the inbound checks (proxy/inbound.py);
+    Refused when it does not."""
     settings = request.app[SETTINGS]
+    check_framing(request, settings.limits.max_request_body)
+    target = parse_target(request.raw_path, request.app[UPSTREAM].authorities)
     peer = request.remote or ""
     client = resolve_client(peer, request.headers, settings.trusted_proxies, request.scheme)
-    return Exchange(
+    ex = request[_EXCHANGE] = Exchange(
         id=secrets.token_hex(8),
         client=client,
         method=request.method,
-        path=request.path,
-        query=request.query_string,
+        path=target.path,
+        query=target.query,
+        target=target.upstream,
     )
+    return ex
 
 
 def serve_robots(request: web.Request, ex: Exchange, text: str) -> web.Response:
@@ -174,11 +175,16 @@ def serve_declaration(request: web.Request, ex: Exchange, kind: str,
 
 async def declare(request: web.Request, response: web.StreamResponse) -> None:
     """on_response_prepare: the rights declaration headers on every answer (the store's
-    own values are kept where it sent them)."""
+    own values are kept where it sent them), and a Server header that names no versions
+    where the store sent none (aiohttp has put its own there by now, naming Python's version
+    and its own)."""
+    headers = response.headers
+    if headers.get("Server") == SERVER_SOFTWARE:
+        headers["Server"] = "SonicShield"
     rights = request.app[RULES].current.rights
-    if rights is not None:
-        headers = response.headers
-        for name, value in rights.headers(request.path):
+    ex = request.get(_EXCHANGE)
+    if rights is not None and ex is not None:  # none for a refused head: no path to judge
+        for name, value in rights.headers(ex.path):
             if name not in headers:
                 headers[name] = value
 
@@ -241,8 +247,11 @@ async def respond(
         return resp
     except UpstreamError as exc:
         ex.error = exc.reason
+        # the detail (the store's address, what failed) for the log, never for the visitor
+        log_event(log, logging.WARNING, "upstream-failed", id=ex.id, reason=exc.reason,
+                  detail=str(exc))
         app[METRICS].upstream_error(exc.reason)
-        return local_response(request, ex, exc.status, _TITLES[exc.status], str(exc))
+        return local_response(request, ex, exc.status, *_UPSTREAM_PAGES[exc.status])
     finally:
         streams.release(ex.client.ip)
 
@@ -269,15 +278,17 @@ async def _variant(
         streams.release(ex.client.ip)
 
 
-_TITLES = {
-    408: "Request Timeout",
-    413: "Request Too Large",
-    502: "Bad Gateway",
-    504: "Gateway Timeout",
+# What a visitor is told when the store fails: the status and what to do; the store's
+# address and the failure's detail stay in the log.
+_UPSTREAM_PAGES = {
+    408: ("Request Timeout", "The request body stopped arriving."),
+    413: ("Content Too Large", "The request body is too large."),
+    502: ("Bad Gateway", "The site cannot be reached right now. Please try again shortly."),
+    504: ("Gateway Timeout", "The site took too long to answer. Please try again shortly."),
 }
 _PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>{status} {title}</title></head>
-<body><h1>{status} {title}</h1><p>{text}</p><p><small>SonicShield, request {id}</small></p>
+<body><h1>{status} {title}</h1><p>{text}</p><p><small>Request {id}</small></p>
 </body></html>
 """
 
@@ -286,7 +297,7 @@ def local_response(
     request: web.Request, ex: Exchange, status: int, title: str, text: str
 ) -> web.Response:
     """A small page the proxy answers itself (errors, blocks)."""
-    body = _PAGE.format(status=status, title=title, text=_escape(text), id=ex.id).encode()
+    body = _PAGE.format(status=status, title=title, text=html.escape(text), id=ex.id).encode()
     ex.status, ex.variant, ex.bytes_out = status, "local", len(body)
     resp = web.Response(status=status, body=body, content_type="text/html", charset="utf-8")
     resp.headers["Cache-Control"] = "no-store"
@@ -298,5 +309,3 @@ def local_response(
     return resp
 
 
-def _escape(text: str) -> str:
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")

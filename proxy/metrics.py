@@ -94,8 +94,9 @@ class Metrics:
             "sonicshield_upstream_errors", "Upstream failures by reason", ["reason"], registry=r,
         )
         self.upstream_up = Gauge(
-            "sonicshield_upstream_up", "1 when the store answered the last request sent to it, "
-            "0 when it could not be reached or timed out", registry=r,
+            "sonicshield_upstream_up", "1 when the store answered the last health probe "
+            "(upstream.health_path, every upstream.health_interval seconds), 0 when it did not",
+            registry=r,
             multiprocess_mode="min",
         )
         self.in_flight = Gauge(
@@ -199,7 +200,6 @@ class Metrics:
             children[1].inc(ex.bytes_out)
         if ex.upstream_ms is not None:
             self.upstream_latency.observe(ex.upstream_ms / 1000.0)
-            self.set_upstream(True)
         if ex.audio_rate and ex.bytes_out:
             key2 = (served_label(ex.variant), s.ua_class if s is not None else "none")
             seconds = self._seconds_by.get(key2)
@@ -224,5 +224,3 @@ class Metrics:
         if err is None:
             err = self._errors_by[reason] = self.upstream_errors.labels(reason)
         err.inc()
-        if reason in ("upstream-unreachable", "upstream-timeout"):
-            self.set_upstream(False)

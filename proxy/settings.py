@@ -46,7 +46,11 @@ class UpstreamSettings:
     host_header: str = "preserve"
     pool_size: int = 256
     health_path: str = "/"
+    health_interval: float = 5.0  # seconds between health probes (sonicshield_upstream_up)
     robots_refresh: float = 300.0  # seconds between fetches of the store's robots.txt
+    # the site's address as visitors use it (https://music.example); "" when the proxy is
+    # reached under the store's own URL
+    public_url: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +71,9 @@ class Limits:
     max_request_line: int = 8190
     max_header_field: int = 8190
     max_headers: int = 100
+    # the whole request head (request line and every header); past it, 431 and the connection
+    # closed. 32 KiB is what nginx's default large_client_header_buffers (4 x 8k) allow.
+    max_request_head: int = 32 * 1024
     max_request_body: int = 1 << 30  # bytes; 0 = unlimited
     streams_per_client: int = 16  # concurrent responses per client address; 0 = unlimited
     tracked_clients: int = 200_000  # clients remembered (robots.txt, behaviour); LRU beyond
@@ -106,13 +113,16 @@ class AudioSettings:
 
 
 FSYNC_POLICIES = ("always", "interval", "never")
+LEGACY_KEY_NAME = "chain.key"  # where versions before 0.2 kept the chain key: in DIR
 
 
 @dataclass(frozen=True, slots=True)
 class EvidenceSettings:
     enabled: bool = True
     dir: Path = Path("evidence")  # relative to the config file
-    key_file: Path | None = None  # the chain key; default DIR/chain.key
+    # the chain key; default beside the config file (or beside DIR without one), never in
+    # DIR: whoever can rewrite the log must not also find the key to re-sign it there
+    key_file: Path | None = None
     # always: after every batch of records; interval: at most fsync_interval apart; never:
     # when the kernel pleases
     fsync: str = "interval"
@@ -125,7 +135,13 @@ class EvidenceSettings:
 
     @property
     def key(self) -> Path:
-        return self.key_file or self.dir / "chain.key"
+        """The chain key's file. Without key_file: DIR/chain.key where an older version
+        made it there (so its chains stay verifiable; the writer warns), else
+        `evidence-chain.key` beside DIR."""
+        if self.key_file is not None:
+            return self.key_file
+        legacy = self.dir / LEGACY_KEY_NAME
+        return legacy if legacy.exists() else self.dir.parent / f"{self.dir.name}-chain.key"
 
 
 @dataclass(frozen=True, slots=True)
@@ -347,7 +363,8 @@ def settings_from_mapping(raw: LocatedDict, base_dir: Path, source: str) -> Sett
             r.fail(mark, f"'listen' entries must be HOST:PORT{': ' + str(exc) if str(exc) else ''}")
 
     up = r.section(raw, "upstream",
-                   ("url", "host_header", "pool_size", "health_path", "robots_refresh"))
+                   ("url", "host_header", "pool_size", "health_path", "health_interval",
+                    "robots_refresh", "public_url"))
     d_up = DEFAULTS.upstream
     upstream = UpstreamSettings(
         url=r.value(up, "url", d_up.url, parse_upstream_url, "an http:// or https:// URL"),
@@ -355,6 +372,10 @@ def settings_from_mapping(raw: LocatedDict, base_dir: Path, source: str) -> Sett
         pool_size=r.integer(up, "pool_size", d_up.pool_size, 1, 100_000),
         health_path=r.value(up, "health_path", d_up.health_path, _parse_path, "a path like /"),
         robots_refresh=r.number(up, "robots_refresh", d_up.robots_refresh, minimum=1.0),
+        health_interval=r.number(up, "health_interval", d_up.health_interval, minimum=0.1),
+        public_url=r.value(up, "public_url", d_up.public_url,
+                           lambda v: "" if v is None else parse_upstream_url(v),
+                           "an http:// or https:// URL, or null"),
     )
 
     networks = []
@@ -374,6 +395,8 @@ def settings_from_mapping(raw: LocatedDict, base_dir: Path, source: str) -> Sett
         max_request_line=r.integer(lim, "max_request_line", d_l.max_request_line, 256, 65536),
         max_header_field=r.integer(lim, "max_header_field", d_l.max_header_field, 256, 65536),
         max_headers=r.integer(lim, "max_headers", d_l.max_headers, 8, 1000),
+        max_request_head=r.integer(lim, "max_request_head", d_l.max_request_head, 1024,
+                                   1 << 20),
         max_request_body=r.integer(lim, "max_request_body", d_l.max_request_body, 0, 1 << 50),
         streams_per_client=r.integer(lim, "streams_per_client", d_l.streams_per_client, 0, 10_000),
         tracked_clients=r.integer(lim, "tracked_clients", d_l.tracked_clients, 1000, 50_000_000),
@@ -430,11 +453,12 @@ def settings_from_mapping(raw: LocatedDict, base_dir: Path, source: str) -> Sett
 
     ev = r.section(raw, "evidence", EvidenceSettings.__slots__)
     d_ev = DEFAULTS.evidence
+    evidence_dir = _relative(base_dir, r.string(ev, "dir", str(d_ev.dir)))
     evidence = EvidenceSettings(
         enabled=r.boolean(ev, "enabled", d_ev.enabled),
-        dir=_relative(base_dir, r.string(ev, "dir", str(d_ev.dir))),
+        dir=evidence_dir,
         key_file=_relative(base_dir, r.string(ev, "key_file", "")) if ev.get("key_file")
-        else None,
+        else _default_key(base_dir, evidence_dir),
         fsync=r.choice(ev, "fsync", d_ev.fsync, FSYNC_POLICIES),
         fsync_interval=r.number(ev, "fsync_interval", d_ev.fsync_interval, minimum=0.01),
         rotate_bytes=r.integer(ev, "rotate_bytes", d_ev.rotate_bytes, 1 << 16, 1 << 50),
@@ -504,6 +528,14 @@ def _parse_share(value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
         raise ValueError(f"got {value!r}")
     return float(value)
+
+
+def _default_key(base_dir: Path, evidence_dir: Path) -> Path | None:
+    """The chain key beside the config file, unless an older version's key is in the evidence
+    folder (None: EvidenceSettings.key finds it there)."""
+    if (evidence_dir / LEGACY_KEY_NAME).exists():
+        return None
+    return base_dir / "evidence-chain.key"
 
 
 def _relative(base_dir: Path, text: str) -> Path:

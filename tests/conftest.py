@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
-from proxy.app import build_app, runner_kwargs
+from proxy.app import build_app, start_runner
 from proxy.demo.catalogue import ensure_catalogue
 from proxy.rules import LiveRules, RuleSet, load_rules
 from proxy.settings import (
@@ -141,8 +141,7 @@ async def run_proxy() -> AsyncIterator:
 
     async def start(settings: Settings, rules: LiveRules | None = None) -> str:
         app = build_app(settings, rules or default_rules())
-        runner = web.AppRunner(app, **runner_kwargs(settings))  # type: ignore[arg-type]
-        await runner.setup()
+        runner = await start_runner(app, settings)
         runners.append(runner)
         await web.TCPSite(runner, "127.0.0.1", 0).start()
         return f"http://127.0.0.1:{runner.addresses[0][1]}"

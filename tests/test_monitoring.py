@@ -193,6 +193,8 @@ async def test_every_panel_has_data_and_every_alert_fires_only_in_its_scenario(
             # a slow store, then one that does not answer at all
             await asyncio.gather(*(get(s, proxy.url + "/slow", BROWSER) for _ in range(4)))
             assert await get(s, proxy.url + "/hang", BROWSER) == 504
+            # and then the store goes away: the health probe sees it with no request passing
+            await store.close()
             after = await prom.wait_until(
                 s, 'sum(increase(sonicshield_evidence_dropped_total[5m])) > 0 and '
                    'min(sonicshield_upstream_up) == 0 and '

@@ -191,7 +191,7 @@ class Countermeasures:
     ) -> web.StreamResponse:
         """Serve this exchange's audio variant, carrying `tags` (rights metadata); Fallback
         when there is none to serve."""
-        source = Source(upstream.session, upstream.base.join(request.rel_url),
+        source = Source(upstream.session, upstream.url(ex.target),
                         _fetch_headers(request, ex, upstream), ex.path)
         variant = await self.variant(source, ex.verdict.action, ex.verdict.params, tags)
         ex.variant = ex.verdict.action.value
