@@ -428,7 +428,7 @@ async def _hammer(url: str, seconds: float, answered: dict[str, float]) -> None:
             n += 8
             try:
                 async with s.get(f"{url}/blocked/{n}") as r:
-                    m = re.search(r"Request ([0-9a-f]{16})", await r.text())
+                    m = re.search(r"(?i)request ([0-9a-f]{16})", await r.text())
             except aiohttp.ClientError:
                 return  # the proxy is gone
             if m:
