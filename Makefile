@@ -23,7 +23,12 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy proxy
 
-unit: $(STAMP)
+# puppeteer-core drives Debian's Firefox ESR in tests/test_real_clients.py
+CLIENTS := tests/clients/node_modules/.package-lock.json
+$(CLIENTS): tests/clients/package.json tests/clients/package-lock.json
+	npm ci --prefix tests/clients --no-audit --no-fund --loglevel=error
+
+unit: $(STAMP) $(CLIENTS)
 	$(BIN)/python -m pytest -q
 
 test: lint typecheck unit

@@ -113,10 +113,13 @@ def _compile_robots(states: list[Any]) -> Predicate:
 
 
 def _compile_headers(problems: list[Any]) -> Predicate:
-    """`headers: inconsistent` (any problem) or named problems (any of them)."""
-    _check_closed(problems, ("inconsistent", *HEADER_PROBLEMS), "header check")
+    """`headers: inconsistent` (any problem: weak evidence), `headers: contradicted` (two or
+    more: the claim is contradicted), or named problems (any of them)."""
+    _check_closed(problems, ("inconsistent", "contradicted", *HEADER_PROBLEMS), "header check")
     if "inconsistent" in problems:
         return lambda ex: ex.signals is not None and bool(ex.signals.headers)
+    if "contradicted" in problems:
+        return lambda ex: ex.signals is not None and len(ex.signals.headers) >= 2
     wanted = frozenset(problems)
     return lambda ex: ex.signals is not None and not wanted.isdisjoint(ex.signals.headers)
 

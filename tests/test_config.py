@@ -280,7 +280,8 @@ rules:
         "many-tracks, faster-than-playback, head-sweep, not-found, parallel-audio, rotating, "
         "walking-listing",
         "rules/10-b.yaml:4:75: rule 'b': match key 'headers': unknown header check "
-        "'no-sec-fech' (did you mean 'no-sec-fetch'?); one of inconsistent, no-accept-language, "
+        "'no-sec-fech' (did you mean 'no-sec-fetch'?); one of inconsistent, contradicted, "
+        "no-accept-language, "
         "no-accept-encoding, no-sec-fetch, no-client-hints, tool-headers",
         "rules/10-b.yaml:7:21: rule 'c': match key 'robots': unknown robots state 'violatd' "
         "(did you mean 'violated'?); one of unseen, compliant, violated-after-reading, "

@@ -1,14 +1,25 @@
-"""Header consistency: a UA that claims to be a browser, checked against what browsers send.
+"""Header consistency: a UA that claims to be a browser, checked against what that browser
+sends for that kind of request.
 
 A download tool or a scraping framework given a Chrome User-Agent string keeps its own
-headers. Every current browser sends Accept-Language and Accept-Encoding on every request;
-to a secure origin (https, or localhost, which browsers treat as secure) Chromium (76+),
-Firefox (90+) and Safari (16.4+) send Sec-Fetch-Mode; over https, Chromium 89+ sends the
-`sec-ch-ua` client hints. And a browser never sends some headers tools do (Python's
-`Accept-Encoding: identity` default for page requests, `Connection: close` on HTTP/1.1...).
+headers. Every current browser sends Accept-Language on every request and Accept-Encoding on
+every request but media; to a secure origin (https, or localhost, which browsers treat as
+secure) Chromium (76+), Firefox (90+) and Safari (16.4+) send Sec-Fetch-Mode; over https,
+Chromium 89+ sends the `sec-ch-ua` client hints. And a browser's page, image and script
+requests never carry what tools send (`Accept-Encoding: identity`, Python's default;
+`Connection: close` on HTTP/1.1).
+
+Media requests (`Sec-Fetch-Dest: audio` or `video`) differ by engine, as recorded from the
+real programs in tests/fixtures/clients/ (`python -m tests.clients.capture` records them
+again): Chromium 156 and Firefox ESR 153 send a plain `Accept-Encoding: identity`; WebKitGTK
+2.50 sends no Accept-Encoding at all, `Connection: close` and `Icy-Metadata: 1`. WebKit's
+download requests carry no Sec-Fetch headers (DESIGN.md, measured 2026-12), so a WebKit claim
+is not held to them.
 
 Only claims are checked: a UA that says it is curl is not inconsistent for lacking
-Accept-Language. The result is a tuple of named problems, () when consistent.
+Accept-Language. The result is a tuple of named problems, () when consistent; one problem is
+weak evidence (`headers: inconsistent`), two or more are a contradiction (`headers:
+contradicted`): the shipped rules change what a browser gets only for the second.
 """
 
 from __future__ import annotations
@@ -36,17 +47,24 @@ def _secure(scheme: str, host: str) -> bool:
 
 
 @functools.lru_cache(maxsize=4096)
-def _browser_claims(ua: str) -> tuple[bool, bool]:
-    """(sends Sec-Fetch-* to secure origins, sends sec-ch-ua over https) for this UA."""
+def _browser_claims(ua: str) -> tuple[str, bool, bool]:
+    """(engine, sends Sec-Fetch-* to secure origins, sends sec-ch-ua over https) for this UA;
+    engine is chromium, gecko, webkit or "" when the UA names none of them."""
     chromium = _CHROMIUM.search(ua)
-    firefox = _FIREFOX.search(ua) if chromium is None else None
-    safari = _SAFARI.search(ua) if chromium is None and firefox is None else None
-    sends_sec_fetch = (
-        (chromium is not None and int(chromium.group(1)) >= 76)
-        or (firefox is not None and int(firefox.group(1)) >= 90)
-        or (safari is not None and (int(safari.group(1)), int(safari.group(2) or 0)) >= (16, 4))
-    )
-    return sends_sec_fetch, chromium is not None and int(chromium.group(1)) >= 89
+    if chromium is not None:
+        version = int(chromium.group(1))
+        return "chromium", version >= 76, version >= 89
+    firefox = _FIREFOX.search(ua)
+    if firefox is not None:
+        return "gecko", int(firefox.group(1)) >= 90, False
+    safari = _SAFARI.search(ua)
+    if safari is not None:
+        # WebKit's downloads carry no Sec-Fetch: not asked of a WebKit claim
+        return "webkit", False, False
+    return "", False, False
+
+
+_MEDIA = frozenset({"audio", "video", "track"})
 
 
 def header_problems(
@@ -55,18 +73,20 @@ def header_problems(
     if ua_class != "browser":
         return ()
     problems = []
+    engine, sends_sec_fetch, sends_hints = _browser_claims(ua)
+    media = headers.get("Sec-Fetch-Dest", "").lower() in _MEDIA
     if "Accept-Language" not in headers:
         problems.append("no-accept-language")
-    if "Accept-Encoding" not in headers:
+    # WebKit's media requests send none; Chromium's and Firefox's send "identity"
+    if "Accept-Encoding" not in headers and not (media and engine == "webkit"):
         problems.append("no-accept-encoding")
-    sends_sec_fetch, sends_hints = _browser_claims(ua)
     if sends_sec_fetch and "Sec-Fetch-Mode" not in headers and _secure(scheme, host):
         problems.append("no-sec-fetch")
     if sends_hints and scheme == "https" and "Sec-CH-UA" not in headers:
         problems.append("no-client-hints")
-    closes = headers.get("Connection", "").lower() == "close"
-    # Python's urllib says "identity"; browsers do only for media ("identity;q=1, *;q=0")
-    plain_identity = headers.get("Accept-Encoding", "").strip().lower() == "identity"
-    if closes or plain_identity:
-        problems.append("tool-headers")
+    if not media:  # media requests: identity is the browsers' own, WebKit closes
+        closes = headers.get("Connection", "").lower() == "close"
+        plain_identity = headers.get("Accept-Encoding", "").strip().lower() == "identity"
+        if closes or plain_identity:
+            problems.append("tool-headers")
     return tuple(problems)
