@@ -146,7 +146,8 @@ def build_app(
     app[STREAMS] = StreamLimiter(settings.limits.streams_per_client, app[METRICS].in_flight)
     app[ROBOTS] = RobotsSource(settings.upstream.url + "/robots.txt",
                                settings.upstream.robots_refresh,
-                               settings.traps.path if settings.traps.enabled else None)
+                               settings.traps.path if settings.traps.enabled else None,
+                               settings.upstream.public_url)
     if clients is None:
         clients = ClientStore(settings.limits.tracked_clients)
     app[TRACKER] = BehaviourTracker(clients)

@@ -1,10 +1,25 @@
 """robots.txt: the canonical file every client gets, and compliance judged against it.
 
-The canonical file is the store's own robots.txt, verbatim, followed by a generated AI section
-that disallows the AI agents the artist's policy names (rules/robots.yaml). It is served by the
-proxy itself, with 200, to every client, blocked ones included: a crawler that was never told
-cannot be said to have ignored the reservation. It never contains `User-agent: *` with
-`Disallow: /`, whatever the policy says.
+The canonical file is the store's own robots.txt with the artist's reservation merged in, so
+that every parser reads it the same way. RFC 9309 merges groups for the same agent, but many
+real parsers (Python's urllib.robotparser, wget's) read only the first group that matches, so
+the file holds one group per agent:
+
+- one `User-agent: *` group: the store's own rules for everyone (all its `*` groups merged),
+  the reservation lines (Content-Signal, Content-Usage) and the trap path;
+- the store's groups for named agents, merged per agent, each with the reservation lines and
+  the trap path as well (an agent with a group of its own reads no other: without it a
+  compliant Googlebot would walk into the trap);
+- one group for the AI agents the artist's policy names (rules/robots.yaml): `Disallow: /`;
+  what the store's own groups said for those agents gives way to the reservation;
+- the store's Sitemap lines, moved from the store's private origin to the public one (the
+  `upstream.public_url`, or the Host the client used), which is the only one a crawler can
+  reach and the only one that should be shown.
+
+It is served by the proxy itself, with 200, to every client, blocked ones included: a crawler
+that was never told cannot be said to have ignored the reservation. It never contains
+`User-agent: *` with `Disallow: /`, whatever the policy says. The store's comments are not
+carried over.
 
 Compliance is judged with protego (RFC 9309) against the same text, for the client's own agent
 token (or `*` for a UA without one).
@@ -18,6 +33,7 @@ import logging
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import aiohttp
 from protego import Protego
@@ -108,6 +124,7 @@ class CanonicalRobots:
 
 
 _ANSWERS = 8192
+_ORIGINS = 16
 
 
 # RFC 9309 product tokens (plus digits and '.', which real agents use). Anything else, "*"
@@ -115,31 +132,103 @@ _ANSWERS = 8192
 PRODUCT_TOKEN = re.compile(r"[A-Za-z0-9_.-]+")
 
 
+# The store's robots.txt, read as RFC 9309 groups: what build_canonical merges
+_FIELD = re.compile(r"^\s*([A-Za-z][A-Za-z0-9_-]*)\s*:\s*(.*?)\s*$")
+
+
+@dataclass
+class _Group:
+    agents: list[str]
+    members: list[str] = field(default_factory=list)  # "Field: value" lines, as written
+
+
+def _parse(text: str) -> tuple[list[str], list[_Group], list[str]]:
+    """(lines before any group, the groups in order, Sitemap URLs): comments and blank lines
+    dropped, unparseable lines too (every parser ignores them)."""
+    preamble: list[str] = []
+    groups: list[_Group] = []
+    sitemaps: list[str] = []
+    group: _Group | None = None
+    naming = False  # the last line was a User-agent: the next one joins its group
+    for raw in text.splitlines():
+        m = _FIELD.match(raw.split("#", 1)[0])
+        if m is None:
+            continue
+        name, value = m[1], m[2]
+        key = name.lower()
+        if key == "user-agent":
+            if group is None or not naming:
+                group = _Group([])
+                groups.append(group)
+            group.agents.append(value)
+            naming = True
+        elif key == "sitemap":
+            sitemaps.append(value)
+        elif group is None:
+            preamble.append(f"{name}: {value}")
+        else:
+            group.members.append(f"{name}: {value}")
+            naming = False
+    return preamble, groups, sitemaps
+
+
 def build_canonical(
     upstream_text: str, disallowed: list[str], trap_path: str | None = None,
-    declarations: tuple[str, ...] = (),
+    declarations: tuple[str, ...] = (), sitemaps: tuple[str, str] | None = None,
 ) -> CanonicalRobots:
-    """declarations: lines for everyone's group (Content-Signal, Content-Usage: rights.py)."""
-    disallowed = [name for name in disallowed if PRODUCT_TOKEN.fullmatch(name)]
-    parts = []
-    if upstream_text.strip():
-        parts.append(upstream_text.rstrip("\n") + "\n")
-    if trap_path or declarations:
-        # for everyone (groups for the same agent merge, RFC 9309 2.2.1): the trap path, and
-        # the reservation in the vocabularies that live in robots.txt; never a Disallow: /
-        lines = ["User-agent: *", *declarations]
-        if trap_path:
-            lines.append(f"Disallow: {trap_path}")
-        parts.append("\n".join(lines) + "\n")
-    if disallowed:
-        section = ["# SonicShield: the artist reserves these recordings from AI training and",
-                   "# text-and-data mining. The agents below may not fetch anything here."]
-        section += [f"User-agent: {name}" for name in disallowed]
-        section.append("Disallow: /")
-        parts.append("\n".join(section) + "\n")
-    text = "\n".join(parts)
+    """The one robots.txt every parser reads alike (module docstring).
+
+    declarations: lines for every group (Content-Signal, Content-Usage: rights.py);
+    sitemaps: (store origin, public origin): Sitemap URLs on the first are moved to the second.
+    """
+    reserved = {name.lower(): name for name in disallowed if PRODUCT_TOKEN.fullmatch(name)}
+    preamble, groups, sitemap_urls = _parse(upstream_text)
+    merged: dict[str, list[str]] = {}  # agent, lower-cased -> its members, all its groups'
+    spelled: dict[str, str] = {}
+    for group in groups:
+        for agent in group.agents:
+            key = agent.lower()
+            spelled.setdefault(key, agent)
+            members = merged.setdefault(key, [])
+            members += [m for m in group.members if m not in members]
+    # the trap first: parsers that take the first matching line (urllib.robotparser) must
+    # meet it before a store's "Allow: /"
+    trap = [f"Disallow: {trap_path}"] if trap_path else []
+    blocks: list[list[str]] = []
+    if preamble:
+        blocks.append(preamble)
+    everyone = merged.pop("*", [])
+    if everyone or trap or declarations:
+        blocks.append(["User-agent: *", *trap, *everyone, *declarations])
+    # the store's groups for named agents: an agent with a group of its own reads no other,
+    # so each carries the trap path and the declarations too; agents with the same members
+    # share one group
+    shared: dict[tuple[str, ...], list[str]] = {}
+    for key, members in merged.items():
+        if key not in reserved:
+            shared.setdefault(tuple(members), []).append(spelled[key])
+    for lines, agents in shared.items():
+        blocks.append([*(f"User-agent: {a}" for a in agents), *trap, *lines, *declarations])
+    if reserved:
+        # the artist's reservation wins over what the store's own groups for these agents say
+        blocks.append([
+            "# SonicShield: the artist reserves these recordings from AI training and",
+            "# text-and-data mining. The agents below may not fetch anything here.",
+            *(f"User-agent: {name}" for name in reserved.values()),
+            *declarations, "Disallow: /"])
+    if sitemap_urls:
+        blocks.append([f"Sitemap: {_moved(url, sitemaps)}" for url in sitemap_urls])
+    text = "\n\n".join("\n".join(block) for block in blocks) + "\n" if blocks else ""
     return CanonicalRobots(text=text, sha256=hashlib.sha256(text.encode()).hexdigest(),
                            parser=Protego.parse(text))
+
+
+def _moved(url: str, sitemaps: tuple[str, str] | None) -> str:
+    if sitemaps is not None:
+        store, public = sitemaps
+        if url.lower().startswith(store.lower() + "/") or url.lower() == store.lower():
+            return public + url[len(store):]
+    return url
 
 
 class RobotsSource:
@@ -149,14 +238,19 @@ class RobotsSource:
     unreachable store keeps the last good text (at start, none: the AI section alone).
     """
 
-    def __init__(self, url: str, refresh: float, trap_path: str | None = None) -> None:
+    def __init__(self, url: str, refresh: float, trap_path: str | None = None,
+                 public_url: str = "") -> None:
         self.url = url
         self.refresh = refresh
         self.trap_path = trap_path
+        parts = urlsplit(url)
+        self.store_origin = f"{parts.scheme}://{parts.netloc}"
+        self.public_url = public_url
         self.upstream_text = ""
         self.disallowed: tuple[str, ...] = ()
         self.declarations: tuple[str, ...] = ()
         self.current = build_canonical("", [], trap_path)
+        self._origins: dict[str, CanonicalRobots] = {}  # the file as served at each origin
 
     def canonical(
         self, disallowed: tuple[str, ...], declarations: tuple[str, ...] = ()
@@ -164,12 +258,29 @@ class RobotsSource:
         """The file for this rule set's policy (rebuilt only when the policy changed)."""
         if disallowed is not self.disallowed or declarations != self.declarations:
             self.disallowed, self.declarations = disallowed, declarations
-            self.current = self._build(self.upstream_text)
+            self._rebuild(self.upstream_text)
         return self.current
 
-    def _build(self, upstream_text: str) -> CanonicalRobots:
+    def served_at(self, origin: str) -> CanonicalRobots:
+        """The file as served to a client that reached the site at `origin` (scheme://host):
+        its Sitemap lines point there. With upstream.public_url set, that is the only one."""
+        origin = self.public_url or origin
+        robots = self._origins.get(origin)
+        if robots is None:
+            if len(self._origins) >= _ORIGINS:  # Host is the client's to choose: bounded
+                self._origins.clear()
+            robots = self._origins[origin] = self._build(self.upstream_text, origin)
+        return robots
+
+    def _rebuild(self, upstream_text: str) -> None:
+        self.upstream_text = upstream_text
+        self._origins.clear()
+        self.current = self._build(upstream_text, self.public_url or None)
+
+    def _build(self, upstream_text: str, origin: str | None) -> CanonicalRobots:
         return build_canonical(upstream_text, list(self.disallowed), self.trap_path,
-                               self.declarations)
+                               self.declarations,
+                               (self.store_origin, origin) if origin else None)
 
     async def fetch(self, session: aiohttp.ClientSession) -> None:
         try:
@@ -182,8 +293,7 @@ class RobotsSource:
                       error=str(exc) or type(exc).__name__)
             return
         if text != self.upstream_text:
-            self.upstream_text = text
-            self.current = self._build(text)
+            self._rebuild(text)
 
     async def run(self, session: aiohttp.ClientSession) -> None:
         while True:

@@ -82,17 +82,17 @@ async def test_canonical_robots_is_served_to_everyone_even_when_everything_is_bl
     assert r.headers["Content-Type"] == "text/plain; charset=utf-8"
     async with aiohttp.ClientSession() as s, s.get(base + "/robots.txt") as resp:
         text = await resp.text()
-    assert text.startswith(STORE_ROBOTS)  # the store's own file, verbatim, first
-    ai_section = text[len(STORE_ROBOTS):]
+    # one group for everyone: the trap path first, then the store's own rules
+    assert text.startswith("User-agent: *\nDisallow: /archive-complete/\nDisallow: /cart\n")
+    assert text.count("User-agent: *") == 1
+    ai_section = text[text.index("# SonicShield"):]
     for agent in ("GPTBot", "ClaudeBot", "CCBot", "Bytespider", "meta-externalagent"):
         assert f"\nuser-agent: {agent.lower()}\n" in ai_section.lower()
     assert "User-agent: PerplexityBot" not in ai_section  # search purpose: not reserved
-    # for everyone only the trap path; never the whole site
-    assert "\nUser-agent: *\nDisallow: /archive-complete/\n" in ai_section
-    assert "User-agent: *\nDisallow: /\n" not in text
+    assert "User-agent: *\nDisallow: /\n" not in text  # never the whole site for everyone
+    assert text.endswith("Disallow: /\n\nSitemap: http://store.example/sitemap.xml\n")
     assert build_canonical(text, []).allows("/album/first-light", "Mozilla/5.0")
     assert not build_canonical(text, []).allows("/archive-complete/all-tracks", "Mozilla/5.0")
-    assert ai_section.rstrip().endswith("Disallow: /")
     # declarations are never blocked; ordinary pages are
     assert (await get(base, "/.well-known/tdmrep.json", GPTBOT, "203.0.113.1")).status == 200
     assert (await get(base, "/album/x", CHROME, "203.0.113.1")).status == 403
