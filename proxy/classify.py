@@ -43,7 +43,7 @@ def classify(
         needs = ruleset.bucket(content, info.ua_class).needs
     clients = tracker.store
     # the address's row, for the robots.txt state and the behaviour counters
-    ip_row = (clients.row("i:" + ex.client.ip, now)
+    ip_row = (clients.row(ex.client.key, now)
               if not ruleset.needs.isdisjoint(STATEFUL) else -1)
     robots_state, acting = _record(headers, ex, ua_text, info.agent, content, ruleset, robots,
                                    tracker, ip_row, open_streams, "behaviour" in needs)
@@ -83,7 +83,7 @@ def record(
     signals = ex.signals
     if signals is None or ruleset.needs.isdisjoint(STATEFUL):
         return
-    ip_row = tracker.store.row("i:" + ex.client.ip, now)
+    ip_row = tracker.store.row(ex.client.key, now)
     _record(headers, ex, signals.ua, signals.agent, signals.content, ruleset, robots, tracker,
             ip_row, open_streams, False)
 
@@ -166,7 +166,7 @@ class VerdictCache:
         """`ex`'s signals and verdict from what is known of its client; None when classify
         must run."""
         self.lookups += 1
-        known = self._known.get((ex.client.ip, ua))
+        known = self._known.get((ex.client.key, ua))
         if known is None or known.ruleset is not ruleset or now > known.expires or (
                 known.slot >= 0 and self.store.values[known.slot] != known.version):
             return None
@@ -189,7 +189,7 @@ class VerdictCache:
         store = self.store
         row = -1
         if not ruleset.needs.isdisjoint(STATEFUL):
-            row = store.find("i:" + ex.client.ip)
+            row = store.find(ex.client.key)
             if row < 0:  # evicted by another worker since classify: nothing to check against
                 return
         slot = row * FIELDS + VERSION if row >= 0 else -1
@@ -199,13 +199,13 @@ class VerdictCache:
             base = signals._replace(asn=network.asn, org=network.org,
                                     datacenter=network.asn in ruleset.datacenter_asns)
         if len(self._known) >= self.capacity:
-            self._known.pop((ex.client.ip, ua), None)
+            self._known.pop((ex.client.key, ua), None)
             if len(self._known) >= self.capacity:
                 del self._known[next(iter(self._known))]  # the longest known
         known = _Known(ruleset, now + self.ttl, slot, store.values[slot] if row >= 0 else 0.0,
                        base)
         known.kinds[signals.content] = (signals, ex.verdict)
-        self._known[(ex.client.ip, ua)] = known
+        self._known[(ex.client.key, ua)] = known
 
     def __len__(self) -> int:
         return len(self._known)

@@ -19,7 +19,9 @@ Rules (same as uvicorn's proxy_headers and nginx's real_ip with `real_ip_recursi
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
+from collections.abc import Mapping
 
 from multidict import MultiMapping
 
@@ -59,6 +61,19 @@ def is_trusted(address: IPAddress | None, trusted: tuple[IPNetwork, ...]) -> boo
     return any(address in net for net in trusted)
 
 
+def client_key(ip: str, headers: Mapping[str, str]) -> str:
+    """The client store's key: the address and a fingerprint of the program behind it, from
+    what one browser or player sends alike on every request (User-Agent, Accept-Language,
+    Sec-CH-UA; recorded so in tests/fixtures/clients/), not from what changes by request kind
+    (Accept, Accept-Encoding). Households, offices, carriers' CGNAT and VPNs put many people
+    behind one address: each is a client of its own here. The fingerprint alone ties nobody
+    together: it is never a key without its address."""
+    digest = hashlib.blake2b(digest_size=6)
+    for name in ("User-Agent", "Accept-Language", "Sec-CH-UA"):
+        digest.update(headers.get(name, "").encode("utf-8", "surrogateescape") + b"\x00")
+    return f"c:{ip}/{digest.hexdigest()}"
+
+
 def header_list(headers: MultiMapping[str], name: str) -> list[str]:
     """Every comma-separated element of every `name` line, in order, stripped."""
     return [item.strip() for line in headers.getall(name, ()) for item in line.split(",")
@@ -71,7 +86,8 @@ def resolve_client(
     """Decide the client address, scheme and host from the socket peer and, if trusted, headers."""
     host = headers.get("Host", "")
     if not trusted or not is_trusted(_parse_hop(peer), trusted):
-        return Client(ip=peer, peer=peer, via_trusted_proxy=False, scheme=scheme, host=host)
+        return Client(ip=peer, peer=peer, via_trusted_proxy=False, scheme=scheme, host=host,
+                      key=client_key(peer, headers))
 
     client_ip = peer
     for hop in reversed(header_list(headers, "X-Forwarded-For")):
@@ -91,6 +107,7 @@ def resolve_client(
         via_trusted_proxy=True,
         scheme=proto if proto in ("http", "https") else scheme,
         host=fwd_host or host,
+        key=client_key(client_ip, headers),
     )
 
 

@@ -47,6 +47,10 @@ class Client:
     via_trusted_proxy: True when `ip` came from X-Forwarded-For through a trusted peer.
     scheme: http or https as the client used it (from X-Forwarded-Proto only via a trusted peer).
     host:  the Host the client asked for (from X-Forwarded-Host only via a trusted peer).
+    key:   the client store's key for this client: its address and a fingerprint of its
+           browser or program (proxy/clientip.py client_key), so that a listener behind an
+           address a crawler used is not judged by the crawler's doings; "c:ADDRESS" alone
+           when built without headers (offline tools, tests).
     """
 
     ip: str
@@ -54,6 +58,11 @@ class Client:
     via_trusted_proxy: bool
     scheme: str
     host: str
+    key: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.key:
+            object.__setattr__(self, "key", "c:" + self.ip)
 
 
 class Signals(NamedTuple):
@@ -109,7 +118,11 @@ class Verdict:
                or "default/allow".
     rule_hash: a short stable hash of the rule's content, so evidence can say exactly which
                version of a rule decided.
-    shadow:    the rule runs in shadow mode: decided and recorded, but the real response is served.
+    shadow:    decided and recorded, but the real response is served: the whole proxy runs in
+               shadow mode (`shadow: true` in the config), or, on a rule's own verdict, the
+               rule has `shadow: true` (RuleSet.decide then lets the rules after it decide).
+    shadowed:  the verdict of a shadow rule that matched before the rule that decided: what it
+               would have done, for the records; None when no shadow rule matched.
     """
 
     action: Action
@@ -117,12 +130,16 @@ class Verdict:
     rule_hash: str = ""
     params: tuple[tuple[str, object], ...] = ()
     shadow: bool = False
+    shadowed: Verdict | None = None
 
     @property
     def header_value(self) -> str:
-        """The X-SonicShield-Verdict header: action and origin."""
+        """The X-SonicShield-Verdict header: action and origin (and a shadow rule's)."""
         mode = " shadow" if self.shadow else ""
-        return f"{self.action.value}{mode}; {self.origin}"
+        value = f"{self.action.value}{mode}; {self.origin}"
+        if self.shadowed is not None:
+            value += f"; shadow {self.shadowed.action.value}; {self.shadowed.origin}"
+        return value
 
 
 DEFAULT_ALLOW = Verdict(action=Action.ALLOW, origin="default/allow")

@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 from multidict import CIMultiDict
 
 from .classify import classify
+from .clientip import client_key
 from .exchange import Client, Exchange, Signals
 from .robots import build_canonical
 from .rules import ALL_SIGNALS, RuleSet
@@ -77,7 +78,7 @@ class Judge:
     def judge(self, spec: RequestSpec, now: float) -> Exchange:
         ruleset = self.ruleset
         ex = Exchange(id="offline", client=Client(spec.client, spec.client, False, spec.scheme,
-                                                  spec.host),
+                                                  spec.host, client_key(spec.client, spec.headers)),
                       method=spec.method, path=spec.path, query="")
         # every signal, for the explanation; offline, no DNS: verification is left out (the
         # signal stays ""); an access-log line does not record headers
@@ -87,7 +88,7 @@ class Judge:
         ex.verdict = ruleset.decide(ex)
         if spec.path == "/robots.txt" and spec.method in ("GET", "HEAD"):
             clients = self.tracker.store
-            clients.robots_read(clients.row("i:" + spec.client, now), now or 1.0)
+            clients.robots_read(clients.row(ex.client.key, now), now or 1.0)
         return ex
 
 

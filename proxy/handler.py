@@ -62,12 +62,12 @@ async def handle(request: web.Request) -> web.StreamResponse:
         # several instances: what the others know of this client, before judging it
         audio_or_head = (ex.method == "HEAD"
                          or ruleset.content_kind(ex.path) is ContentKind.AUDIO)
-        pulled = await shared.pull(request_keys(ex.client.ip, audio_or_head, request.headers),
+        pulled = await shared.pull(request_keys(ex.client, audio_or_head, request.headers),
                                    time.monotonic())
     trap_hit = settings.traps.enabled and ex.path.startswith(settings.traps.path)
     if trap_hit:  # remembered before classifying, so this very request is judged trapped
         clients = tracker.store
-        clients.trap_hit(clients.row("i:" + ex.client.ip, time.monotonic()), time.time())
+        clients.trap_hit(clients.row(ex.client.key, time.monotonic()), time.time())
     verdicts = request.app[VERDICTS]
     cached = None
     try:
@@ -109,7 +109,7 @@ async def handle(request: web.Request) -> web.StreamResponse:
         if "behaviour" in ruleset.needs:
             audio = ex.signals is not None and ex.signals.content is ContentKind.AUDIO
             tracker.finish(
-                ex.client.ip, ex.status, ex.bytes_out if audio else 0, time.monotonic())
+                ex.client.key, ex.status, ex.bytes_out if audio else 0, time.monotonic())
         if shared is not None and pulled is not None:
             # a robots.txt read, a 404, the audio bytes sent: what the response recorded
             shared.push(pulled)
@@ -146,7 +146,7 @@ def serve_robots(request: web.Request, ex: Exchange, text: str) -> web.Response:
     """robots.txt: the canonical file, 200, to every client whatever the verdict (a crawler
     that was never told cannot be said to have ignored the reservation)."""
     clients = request.app[TRACKER].store
-    clients.robots_read(clients.row("i:" + ex.client.ip, time.monotonic()), time.time())
+    clients.robots_read(clients.row(ex.client.key, time.monotonic()), time.time())
     body = text.encode()
     ex.status, ex.variant = 200, "robots.txt"
     ex.bytes_out = 0 if request.method == "HEAD" else len(body)
@@ -251,7 +251,8 @@ async def respond(
         tap = tracker.listings.tap(ex.path, up.status, ex.method, up.headers)
         resp = await stream_response(request, ex, up, app[UPSTREAM], tap)
         if tap is not None and not ex.error:
-            tracker.fetched_listing(ex.client.ip, tracker.listings.learn(tap), time.monotonic())
+            tracker.fetched_listing(ex.client.key, tracker.listings.learn(tap),
+                                    time.monotonic())
         return resp
     except UpstreamError as exc:
         ex.error = exc.reason

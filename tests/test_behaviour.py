@@ -160,7 +160,7 @@ def test_head_sweeps_404_runs_and_parallel_streams():
         r = observe(t, facts("192.0.2.1", f"/stream/t{i}.mp3", method="HEAD"), float(i))
     assert "head-sweep" in r.flags
     for i in range(10):
-        t.finish("192.0.2.2", 404, 0, float(i))
+        t.finish("i:192.0.2.2", 404, 0, float(i))
     assert "not-found" in observe(t, facts("192.0.2.2", "/x"), 11.0).flags
     assert "parallel-audio" in observe(t, facts("192.0.2.3", "/stream/a.mp3", streams=4),
                                          1.0).flags

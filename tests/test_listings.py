@@ -80,7 +80,7 @@ def test_what_is_not_a_readable_listing_is_passed_over():
 def walk(paths: list[str]) -> tuple[str, ...]:
     tracker = BehaviourTracker(ClientStore(100))
     doc = tracker.listings.learn(tapped("/sitemap.xml", SITEMAP))
-    tracker.fetched_listing("198.51.100.9", doc, 0.0)
+    tracker.fetched_listing("i:198.51.100.9", doc, 0.0)
     flags: tuple[str, ...] = ()
     for i, path in enumerate(paths):
         now = 1.0 + 5 * i

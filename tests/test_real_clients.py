@@ -14,13 +14,15 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from .clients import programs
-from .conftest import ROOT, RULES_DIR, free_port, wait_for_port
+from .conftest import ROOT, RULES_DIR, free_port, metric_sum, wait_for_port
 
 pytestmark = pytest.mark.slow
 
@@ -66,17 +68,66 @@ SESSIONS: dict[str, Callable[[str, programs.Desktop, Path], programs.Session]] =
 }
 
 
+def wait_for_trap_hit(admin_port: int, within: float = 60.0) -> None:
+    """Until sonicshield_trap_hits_total counts one (counted as the trap is asked for; its
+    access line comes only when the tarpit ends)."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        with urllib.request.urlopen(f"http://127.0.0.1:{admin_port}/metrics", timeout=5) as r:
+            if metric_sum(r.read().decode(), "sonicshield_trap_hits_total") >= 1:
+                return
+        time.sleep(0.1)
+    raise TimeoutError(f"no trap hit after {within} s")
+
+
+def crawl(base: str, folder: Path, wait: float) -> subprocess.Popen:
+    """wget with robots.txt off, mirroring the pages (and so following the trap link) from
+    the same address as the listener; `wait` seconds between its requests. Bounded by its
+    depth and by the caller's wait."""
+    folder.mkdir(parents=True, exist_ok=True)
+    return subprocess.Popen(
+        ["wget", "-e", "robots=off", "--mirror", "--level=2", f"--wait={wait}", "--tries=1",
+         "--timeout=10", "--no-verbose", "--reject=mp3,flac,png", base + "/"],
+        cwd=folder, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+@pytest.mark.parametrize("neighbour", ["alone", "after-and-beside-a-crawler"])
 @pytest.mark.parametrize("program", sorted(SESSIONS))
-def test_a_real_listener_gets_the_real_audio(program, store, desk, spawn_proxy, media_dir,
-                                             tmp_path):
-    proxy = spawn_proxy(store, rules_dir=RULES_DIR,
-                        extra=f"audio: {{cache_dir: {tmp_path / 'variants'}}}\n")
+def test_a_real_listener_gets_the_real_audio(program, neighbour, store, desk, spawn_proxy,
+                                             media_dir, tmp_path):
+    """Also when a crawler on the same address took the trap moments before and crawls on
+    while the listener plays: what a crawler did is its own (Client.key), not its
+    neighbours'."""
+    # a short drain: tarpitted crawler connections need not be waited for at the end
+    proxy = spawn_proxy(store, rules_dir=RULES_DIR, admin=True,
+                        extra=f"audio: {{cache_dir: {tmp_path / 'variants'}}}\n"
+                              "timeouts: {shutdown_grace: 2}\n")
+    beside = None
+    if neighbour != "alone":
+        # until it has taken the trap (its pages are tarpitted from then on, so a whole
+        # mirror would take hours): polled, bounded
+        before = crawl(proxy.url, tmp_path / "before", 0)
+        try:
+            wait_for_trap_hit(proxy.admin_port)
+        finally:
+            before.kill()
+            before.wait(10)
+        beside = crawl(proxy.url, tmp_path / "beside", 0.3)
     try:
         session = SESSIONS[program](proxy.url, desk, tmp_path)
     finally:
         programs.remove_homes(tmp_path)
+        if beside is not None:
+            beside.kill()
+            beside.wait(10)
     proxy.stop()
-    lines = [a for a in access(proxy.log) if a["path"] != "/favicon.ico"]
+    log = access(proxy.log)
+    if neighbour != "alone":
+        crawler = [a for a in log if a.get("ua", "").startswith("Wget")]
+        assert any(a["path"].startswith("/archive-complete/") for a in crawler)
+        assert any(a["action"] == "tarpit" for a in crawler)  # the crawler is still caught
+    lines = [a for a in log if a["path"] != "/favicon.ico"
+             and not a.get("ua", "").startswith("Wget")]
     assert any(a.get("content") == "audio" for a in lines), f"{program} fetched no audio"
     wrong = [(a["path"], a["status"], a["action"], a["variant"], a["verdict"],
               a.get("headers"), a.get("flags")) for a in lines

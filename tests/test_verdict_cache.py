@@ -15,6 +15,7 @@ from prometheus_client import generate_latest
 from proxy.app import build_app
 from proxy.app_keys import METRICS, TRACKER, VERDICTS
 from proxy.classify import VerdictCache
+from proxy.clientip import client_key
 from proxy.exchange import Action, Client, Exchange, Signals, Verdict
 from proxy.explain import Judge, RequestSpec
 from proxy.rules import load_rules
@@ -44,7 +45,8 @@ class Proxy:
     def ask(self, path: str, headers: dict[str, str], ip: str = "192.0.2.7",
             now: float = 100.0) -> tuple[Verdict, bool]:
         """The verdict, and whether it came from the cache."""
-        ex = Exchange(id="t", client=Client(ip, ip, False, "https", "store.example"),
+        ex = Exchange(id="t", client=Client(ip, ip, False, "https", "store.example",
+                                            client_key(ip, CIMultiDict(headers))),
                       method="GET", path=path, query="")
         ua = headers.get("User-Agent", "")
         hit = self.cache.lookup(ex, ua, self.ruleset, now)
@@ -53,6 +55,11 @@ class Proxy:
         ex = self.judge.judge(RequestSpec("GET", path, CIMultiDict(headers), ip), now)
         self.cache.remember(ex, ua, self.ruleset, now)
         return ex.verdict, False
+
+
+def key(headers: dict[str, str], ip: str = "192.0.2.7") -> str:
+    """The client store's key of a client sending `headers` from `ip`."""
+    return client_key(ip, CIMultiDict(headers))
 
 
 def origin(verdict: Verdict) -> str:
@@ -80,7 +87,7 @@ def test_a_trap_hit_ends_the_reuse():
     p = Proxy()
     assert p.ask("/artist", LISTENER)[0].action is Action.ALLOW
     assert p.ask("/artist", LISTENER)[1] is True
-    p.store.trap_hit(p.store.row("i:192.0.2.7", 100.0), time.time())
+    p.store.trap_hit(p.store.row(key(LISTENER), 100.0), time.time())
     verdict, cached = p.ask("/artist", LISTENER)
     assert (verdict.action, origin(verdict), cached) == (Action.TARPIT, "trapped-pages", False)
 
@@ -90,7 +97,7 @@ def test_a_robots_txt_read_ends_the_reuse():
     verdict, _ = p.ask("/stream/a.mp3", GPTBOT)
     assert (verdict.action, origin(verdict)) == (Action.DECOY, "ai-crawler-audio")
     assert p.ask("/stream/b.mp3", GPTBOT)[1] is True
-    p.store.robots_read(p.store.row("i:192.0.2.7", 100.0), time.time())
+    p.store.robots_read(p.store.row(key(GPTBOT), 100.0), time.time())
     assert p.ask("/stream/b.mp3", GPTBOT)[1] is False
     # a bucket that reads the robots.txt state is judged on every request
     verdict, _ = p.ask("/album/first-light", GPTBOT)
@@ -104,7 +111,7 @@ def test_eviction_of_the_clients_row_ends_the_reuse():
     assert p.ask("/artist", LISTENER, now=1.0)[1] is True
     for i in range(20_000):  # a flood of new addresses pushes the listener's row out
         p.store.row(f"i:10.{i >> 16 & 255}.{i >> 8 & 255}.{i & 255}", 2.0)
-    assert p.store.find("i:192.0.2.7") == -1
+    assert p.store.find(key(LISTENER)) == -1
     assert p.ask("/artist", LISTENER, now=3.0)[1] is False
 
 
@@ -124,7 +131,7 @@ def test_a_change_made_by_another_worker_ends_the_reuse(tmp_path: Path):
     p = Proxy(mine)
     p.ask("/artist", LISTENER)
     assert p.ask("/artist", LISTENER)[1] is True
-    other.trap_hit(other.row("i:192.0.2.7", 100.0), time.time())  # the trap, on another worker
+    other.trap_hit(other.row(key(LISTENER), 100.0), time.time())  # the trap, on another worker
     verdict, cached = p.ask("/artist", LISTENER)
     assert (origin(verdict), cached) == ("trapped-pages", False)
 
@@ -166,7 +173,7 @@ async def test_requests_answered_from_the_cache_are_still_counted(aiohttp_client
             await r.read()
     verdicts, store_ = app[VERDICTS], app[TRACKER].store
     assert (verdicts.lookups, verdicts.hits) == (30, 29)
-    row = store_.find("i:127.0.0.1")
+    row = store_.find(key(LISTENER, "127.0.0.1"))
     assert abs(store_.value(row, PAGES) - 30) < 0.1  # every page, the 29 reused ones too
     assert abs(store_.value(row, REQ) - 30) < 0.5
 
@@ -174,7 +181,8 @@ async def test_requests_answered_from_the_cache_are_still_counted(aiohttp_client
 def test_the_signals_of_a_reused_verdict_are_the_clients():
     p = Proxy()
     p.ask("/artist", GPTBOT)  # a page: judged (the rules read its robots.txt state)
-    ex = Exchange(id="t", client=Client("192.0.2.7", "192.0.2.7", False, "https", "s"),
+    ex = Exchange(id="t", client=Client("192.0.2.7", "192.0.2.7", False, "https", "s",
+                                        key(GPTBOT)),
                   method="GET", path="/stream/a.mp3", query="")
     assert p.cache.lookup(ex, GPTBOT["User-Agent"], p.ruleset, 100.0) is None
     p.ask("/stream/a.mp3", GPTBOT)

@@ -26,6 +26,7 @@ import zlib
 from collections.abc import Mapping
 from typing import NamedTuple
 
+from ..exchange import Client
 from ..state import (
     ADDRESSES,
     AUDIO,
@@ -130,12 +131,15 @@ def header_fingerprint(ua: str, headers: Mapping[str, str]) -> str:
                        headers.get("Accept-Encoding", ""), headers.get("Sec-CH-UA", ""))
 
 
-def request_keys(ip: str, audio_or_head: bool, headers: Mapping[str, str]) -> tuple[str, ...]:
-    """The keys a request counts on: its address; for audio and HEAD requests also its
-    network and fingerprint (BehaviourTracker.observe)."""
+def request_keys(client: Client, audio_or_head: bool, headers: Mapping[str, str]
+                 ) -> tuple[str, ...]:
+    """The keys a request counts on: its client (address and program, Client.key); for
+    audio and HEAD requests also its network and header fingerprint
+    (BehaviourTracker.observe)."""
     if not audio_or_head:
-        return ("i:" + ip,)
-    return ("i:" + ip, network_key(ip), header_fingerprint(headers.get("User-Agent", ""), headers))
+        return (client.key,)
+    return (client.key, network_key(client.ip),
+            header_fingerprint(headers.get("User-Agent", ""), headers))
 
 
 class BehaviourTracker:
@@ -209,18 +213,19 @@ class BehaviourTracker:
             v[b + WALK_POS] = index
             v[b + WALK_STEPS] += 1.0
 
-    def fetched_listing(self, ip: str, doc: int | None, now: float) -> None:
-        """The address fetched listing `doc` (a new walk starts; None: not a listing)."""
+    def fetched_listing(self, key: str, doc: int | None, now: float) -> None:
+        """The client (Client.key) fetched listing `doc` (a new walk starts; None: not a
+        listing)."""
         if doc is None:
             return
-        b = self.store.row("i:" + ip, now) * FIELDS
+        b = self.store.row(key, now) * FIELDS
         v = self.store.values
         v[b + WALK_DOC], v[b + WALK_POS], v[b + WALK_STEPS] = doc, -1.0, 0.0
 
-    def finish(self, ip: str, status: int, audio_bytes: int, now: float) -> None:
-        """After the response: 404s and audio bytes, counted on the address key."""
+    def finish(self, key: str, status: int, audio_bytes: int, now: float) -> None:
+        """After the response: 404s and audio bytes, counted on the client's key."""
         s = self.store
-        r = s.row("i:" + ip, now)
+        r = s.row(key, now)
         if status == 404:
             s.add(r, NOT_FOUND)
         if audio_bytes:
