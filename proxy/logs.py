@@ -105,6 +105,8 @@ def log_access(ex: Exchange) -> None:
         "action": ex.verdict.action.value,
         "variant": ex.variant,
     }
+    if ex.verdict.shadowed is not None:
+        fields["shadowed"] = f"{ex.verdict.shadowed.action.value}; {ex.verdict.shadowed.origin}"
     if worker is not None:
         fields["worker"] = worker
     if ex.served is not None and ex.served.mark is not None:

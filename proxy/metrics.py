@@ -57,6 +57,7 @@ class Metrics:
     audio_seconds: Counter = field(init=False)
     robots_states: Counter = field(init=False)
     trap_hits: Counter = field(init=False)
+    shadowed: Counter = field(init=False)
     tracked_clients: Gauge = field(init=False)
     verdict_cache: Counter = field(init=False)
     shared_state_up: Gauge = field(init=False)
@@ -131,6 +132,11 @@ class Metrics:
             "sonicshield_trap_hits", "Requests for the hidden trap links", ["ua_class"],
             registry=r,
         )
+        self.shadowed = Counter(
+            "sonicshield_shadow_verdicts", "What rules in shadow mode would have done (the rules "
+            "after them decided what was served), by action and rule", ["action", "rule"],
+            registry=r,
+        )
         self.tracked_clients = Gauge(
             "sonicshield_tracked_clients", "Client keys remembered (addresses, networks, "
             "fingerprints), at most limits.tracked_clients", registry=r,
@@ -196,6 +202,9 @@ class Metrics:
                 self.requests.labels(*labels),
                 self.response_bytes.labels(*labels, served_label(ex.variant)))
         children[0].inc()
+        if ex.verdict.shadowed is not None:
+            self.shadowed.labels(ex.verdict.shadowed.action.value,
+                                 rule_label(ex.verdict.shadowed.origin)).inc()
         if ex.bytes_out:
             children[1].inc(ex.bytes_out)
         if ex.upstream_ms is not None:

@@ -13,7 +13,7 @@ import ipaddress
 import json
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -346,7 +346,7 @@ def _bucket(rules: tuple[Rule, ...], content: ContentKind, ua_class: str) -> Buc
             table.append((tuple(tests), rule.verdict))
             needs |= rule.uses
             per_client = per_client and CLIENT_KEYS.issuperset(keys)
-            if not tests:
+            if not tests and not rule.verdict.shadow:
                 break  # this rule always matches here: the ones after it never decide
     return Bucket(tuple(table), frozenset(needs), per_client)
 
@@ -394,15 +394,21 @@ class RuleSet:
         return self.buckets[content][ua_class]
 
     def decide(self, ex: Exchange) -> Verdict:
+        """The first matching rule's verdict. A rule in shadow mode decides nothing: the first
+        one that matches is kept in the verdict (`shadowed`) and the rules after it decide."""
         if ex.signals is None:
             return DEFAULT_ALLOW
+        shadowed = None
         for tests, verdict in self.buckets[ex.signals.content][ex.signals.ua_class].table:
             for test in tests:
                 if not test(ex):
                     break
             else:
-                return verdict
-        return DEFAULT_ALLOW
+                if not verdict.shadow:
+                    return verdict if shadowed is None else replace(verdict, shadowed=shadowed)
+                if shadowed is None:
+                    shadowed = verdict
+        return DEFAULT_ALLOW if shadowed is None else replace(DEFAULT_ALLOW, shadowed=shadowed)
 
 
 _KNOWN_PATHS = 8192

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import ipaddress
+import shutil
 from pathlib import Path
 
 import pytest
+from multidict import CIMultiDict
 
 from proxy.cli import main
 from proxy.exchange import Action, Client, ContentKind, Exchange, Signals
 from proxy.rules import load_rules
 from proxy.settings import Listen, load_settings, parse_listen
 from proxy.yamlsource import ConfigError, load_yaml_text
+
+from .conftest import RULES_DIR
 
 
 def write(tmp_path: Path, name: str, text: str) -> Path:
@@ -163,9 +167,33 @@ rules:
     assert (v.action, v.origin) == (Action.BLOCK, "rules/10-admin.yaml:3 block-admin-writes")
     assert len(v.rule_hash) == 12
     assert ruleset.decide(_exchange("/admin/users")).origin == "rules/99-default.yaml:3 rest"
-    shadow = ruleset.decide(_exchange("/a.mp3", content=ContentKind.AUDIO))
-    assert shadow.shadow
-    assert shadow.header_value.startswith("block shadow; ")
+    # a rule in shadow mode decides nothing: the next rule does, and the verdict says what
+    # the shadow rule would have done
+    v = ruleset.decide(_exchange("/a.mp3", content=ContentKind.AUDIO))
+    assert (v.action, v.origin, v.shadow) == (Action.ALLOW, "rules/99-default.yaml:3 rest", False)
+    assert v.shadowed is not None
+    assert (v.shadowed.action, v.shadowed.origin) == (
+        Action.BLOCK, "rules/10-admin.yaml:6 audio-shadow")
+    assert v.header_value == ("allow; rules/99-default.yaml:3 rest; shadow block; "
+                              "rules/10-admin.yaml:6 audio-shadow")
+
+
+def test_a_shadow_block_falls_through_to_the_next_rule_for_a_crawler(tmp_path: Path):
+    """A per-rule shadow block for CCBot served it the real file instead of the decoy the
+    next rule gives every AI crawler's audio."""
+    from proxy.explain import Judge, RequestSpec
+
+    rules = tmp_path / "rules"
+    shutil.copytree(RULES_DIR, rules)
+    write(rules, "05-try.yaml", "version: 1\nrules:\n  - name: block-ccbot\n"
+                                "    match: {agent: CCBot}\n    action: block\n"
+                                "    shadow: true\n")
+    ex = Judge(load_rules(rules)).judge(RequestSpec(
+        "GET", "/stream/t.mp3", CIMultiDict({"User-Agent": "CCBot/2.0"}), "203.0.113.9"), 1.0)
+    assert (ex.verdict.action, ex.verdict.origin.rsplit(" ", 1)[1]) == (
+        Action.DECOY, "ai-crawler-audio")
+    assert ex.verdict.shadowed is not None
+    assert ex.verdict.shadowed.origin == "rules/05-try.yaml:3 block-ccbot"
 
 
 def test_bad_rule_files_report_every_error(tmp_path: Path, capsys):

@@ -105,7 +105,7 @@ class Encounter(NamedTuple):
     error: str | None
     variant: str
     served: Any  # Served's fields (key, mark, pieces), or None
-    verdict: Any  # action, origin, rule hash, shadow
+    verdict: Any  # action, origin, rule hash, shadow, (a shadow rule's action, origin) or None
     signals: Any  # Signals' fields, content as its value; None when not classified
     robots: str  # the SHA-256 of the robots.txt in force
     rights: int  # the id() of the Rights in force, a key of the batch's rights; 0 for none
@@ -131,7 +131,8 @@ def _row(reason: str, ex: Exchange, robots: CanonicalRobots, rights: Rights | No
         reason, ex.id, ex.wall, ex.duration_ms, ex.client.ip, ex.client.host, ex.method,
         ex.path, ex.query, ex.status, ex.bytes_out, ex.error, ex.variant,
         None if ex.served is None else tuple(ex.served),
-        (v.action.value, v.origin, v.rule_hash, v.shadow),
+        (v.action.value, v.origin, v.rule_hash, v.shadow,
+         None if v.shadowed is None else (v.shadowed.action.value, v.shadowed.origin)),
         None if s is None else (s.content.value, *s[1:]), robots.sha256, id(rights) if rights
         is not None else 0))
 
@@ -174,7 +175,7 @@ class EvidenceLog:
             reason = "trap"
         elif ex.variant in ("robots.txt", "declaration"):
             reason = "declaration"
-        elif ex.verdict.action is not Action.ALLOW:
+        elif ex.verdict.action is not Action.ALLOW or ex.verdict.shadowed is not None:
             reason = "verdict"
         elif signals is not None and signals.robots.startswith("violated"):
             reason = "robots-violation"
@@ -607,7 +608,7 @@ class ChainWriter:
 
     def _exchange_record(self, e: Encounter, robots: CanonicalRobots, rights: Rights | None
                          ) -> dict[str, Any]:
-        action, origin, rule, shadow = e.verdict
+        action, origin, rule, shadow, shadowed = e.verdict
         record: dict[str, Any] = {
             "seq": 0, "t": iso(e.wall), "kind": "exchange", "reason": e.reason, "id": e.id,
             "client": None, "ua": "", "method": e.method,
@@ -615,6 +616,8 @@ class ChainWriter:
             "status": e.status, "bytes": e.bytes, "ms": round(e.ms, 1),
             "verdict": {"action": action, "origin": origin, "rule": rule, "shadow": shadow},
         }
+        if shadowed is not None:  # what a shadow rule would have done
+            record["verdict"]["shadowed"] = {"action": shadowed[0], "origin": shadowed[1]}
         agent, asn, org, verified, declaration = "", 0, "", "", False
         if e.signals is not None:
             (content, ua, ua_class, agent, operator, purpose, robots_state, headers, score,
