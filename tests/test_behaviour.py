@@ -164,3 +164,21 @@ def test_head_sweeps_404_runs_and_parallel_streams():
     assert "not-found" in observe(t, facts("192.0.2.2", "/x"), 11.0).flags
     assert "parallel-audio" in observe(t, facts("192.0.2.3", "/stream/a.mp3", streams=4),
                                          1.0).flags
+
+
+def test_a_listener_is_not_flagged_for_what_a_crawler_on_its_network_did():
+    """A crawler on 192.0.2.0/24 takes whole files without their pages: its network row
+    carries no-context and whole-file. A listener on the same network (the same address
+    even, with another browser) who loaded the page and plays from it is judged on its own
+    key; a request of its own without context is judged on the network's too."""
+    t = BehaviourTracker(ClientStore(100))
+    for i in range(6):
+        crawled = observe(t, facts("192.0.2.9", f"/stream/t{i}.mp3", fp=CRAWLER_FP, rng=False,
+                                   referer=False), float(i))
+    assert {"no-context", "whole-file"} <= set(crawled.flags)
+    listener = facts("192.0.2.10", "/album/a")
+    observe(t, listener, 10.0)  # the page
+    played = observe(t, facts("192.0.2.10", "/stream/t1.mp3"), 11.0)
+    assert played.flags == ()
+    lone = observe(t, facts("192.0.2.11", "/stream/t2.mp3", referer=False), 12.0)
+    assert "no-context" in lone.flags  # no page of its own: the network's doings count

@@ -318,6 +318,7 @@ async def _lossless_masters(client: PoliteClient, site: Site, audit: Audit) -> N
     url = masters[0]
     head = {"Range": "bytes=0-262143"}
     page = site.audio[url] if site.audio[url] in site.pages else site.base + "/"
+    await client.get(page, browser_headers("document"))  # a listener is on the page first
     listener = await client.get(url, {**browser_headers("audio", page), **head})
     crawler = await client.get(url, {"User-Agent": CHROME_UA, "Accept": "*/*", **head})
     exposed = crawler.status in (200, 206) and crawler.body[:262144] == listener.body[:262144]

@@ -1,15 +1,19 @@
 """Behaviour: how a client has been acting, as a score 0..1 and named flags.
 
-Three keys per request: the source address; its /24 (IPv4) or /64 (IPv6) network; and a
-fingerprint of the User-Agent and the headers a client stack chooses (Accept, Accept-Language,
-Accept-Encoding, sec-ch-ua), which ties a crawler rotating its source address together.
+Three keys per request: the client (its address and its program, Client.key); the address's
+/24 (IPv4) or /64 (IPv6) network; and a fingerprint of the User-Agent and the headers a client
+stack chooses (Accept, Accept-Language, Accept-Encoding, sec-ch-ua), which ties a crawler
+rotating its source address together.
 
 Volume flags (fast, many-tracks, faster-than-playback, parallel-audio) are judged on the
-address alone: a network or a fingerprint is shared by many real listeners (one office NAT,
-one popular browser version), and their sum is not a crawler. The network and fingerprint
+client key alone: a network or a fingerprint is shared by many real listeners (one office
+NAT, one popular browser version), and their sum is not a crawler. The network and fingerprint
 keys carry only the flags no listener produces: audio without the page that embeds it, whole
 files without a Range from outside the store's own pages, HEAD sweeps, 404 runs, and, for the
-fingerprint, one stack seen from many addresses doing those things.
+fingerprint, one stack seen from many addresses doing those things. They judge only a
+request that itself lacks context: an audio request from a client that loaded the page it
+names as Referer is judged on its own key, so a listener is never flagged for what a crawler
+on its network (or with its browser's headers) did.
 
 An address that fetched a sitemap or feed (proxy/signals/listings.py) and then requests the
 URLs it lists in document order is walking the listing: no reader browses that way for long.
@@ -188,7 +192,13 @@ class BehaviourTracker:
                         v[b + WHOLE] += wl
                     if not had_page:
                         v[b + NO_CONTEXT] += wl
-        return self.judge(rows, facts.open_streams) if judge else NONE
+        if not judge:
+            return NONE
+        if audio_get and facts.same_site_referer and had_page:
+            # in context, as a listener's player asks: judged on this client's own doings;
+            # what others on its network or with its browser's headers did is theirs
+            return self.judge((ip_row, ip_row, ip_row), facts.open_streams)
+        return self.judge(rows, facts.open_streams)
 
     def observe_plain(self, ip_row: int, path: str, is_page: bool, judge: bool) -> Behaviour:
         """observe() for a request that is neither audio nor HEAD: it counts on the address

@@ -52,6 +52,24 @@ class Session:
 
 
 @contextlib.contextmanager
+def _daemon(name: str, args: list[str], ready: Path, env: dict[str, str] | None = None
+            ) -> Iterator[None]:
+    """Run `args` until the context ends, once `ready` exists (polled, 15 s at most)."""
+    proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 15
+    while not ready.exists():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            raise ProgramFailed(f"{name} did not start")
+        time.sleep(0.05)
+    try:
+        yield
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+@contextlib.contextmanager
 def screen() -> Iterator[str]:
     """An Xvfb screen of its own; its DISPLAY value."""
     for number in range(90, 140):
@@ -60,19 +78,9 @@ def screen() -> Iterator[str]:
             break
     else:
         raise ProgramFailed("no free X display number")
-    proc = subprocess.Popen(["Xvfb", f":{number}", "-screen", "0", "1280x800x24", "-nolisten",
-                             "tcp"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 15
-    while not Path(f"/tmp/.X11-unix/X{number}").exists():
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            raise ProgramFailed("Xvfb did not start")
-        time.sleep(0.05)
-    try:
+    with _daemon("Xvfb", ["Xvfb", f":{number}", "-screen", "0", "1280x800x24", "-nolisten",
+                          "tcp"], Path(f"/tmp/.X11-unix/X{number}")):
         yield f":{number}"
-    finally:
-        proc.terminate()
-        proc.wait(10)
 
 
 @contextlib.contextmanager
@@ -82,22 +90,12 @@ def sound(folder: Path) -> Iterator[str]:
     folder.mkdir(parents=True, exist_ok=True)
     socket_path = folder / "native"
     env = {**os.environ, "HOME": str(folder), "XDG_RUNTIME_DIR": str(folder)}
-    proc = subprocess.Popen(
-        ["pulseaudio", "-n", "--daemonize=no", "--exit-idle-time=-1", "--disallow-exit",
-         "--use-pid-file=no", "-L", "module-null-sink sink_name=listener",
-         "-L", f"module-native-protocol-unix socket={socket_path} auth-anonymous=1"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 15
-    while not socket_path.exists():
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            raise ProgramFailed("PulseAudio did not start")
-        time.sleep(0.05)
-    try:
+    with _daemon("PulseAudio", [
+            "pulseaudio", "-n", "--daemonize=no", "--exit-idle-time=-1", "--disallow-exit",
+            "--use-pid-file=no", "-L", "module-null-sink sink_name=listener",
+            "-L", f"module-native-protocol-unix socket={socket_path} auth-anonymous=1"],
+            socket_path, env):
         yield f"unix:{socket_path}"
-    finally:
-        proc.terminate()
-        proc.wait(10)
 
 
 @dataclass(frozen=True)
