@@ -96,7 +96,7 @@ async def handle(request: web.Request) -> web.StreamResponse:
             ex.verdict = replace(ex.verdict, shadow=True)
         if ex.method in ("GET", "HEAD"):
             if ex.path == "/robots.txt":  # as served at the origin this client used
-                robots = request.app[ROBOTS].served_at(public_origin(request, ex))
+                robots = request.app[ROBOTS].served_at(f"{ex.client.scheme}://{ex.client.host}")
                 return serve_robots(request, ex, robots.text)
             if ruleset.rights is not None and ex.path in _DECLARATIONS:
                 kind, text = _DECLARATIONS[ex.path](ruleset.rights)
@@ -154,13 +154,6 @@ def serve_robots(request: web.Request, ex: Exchange, text: str) -> web.Response:
     resp.headers["Cache-Control"] = "public, max-age=300"
     _verdict_header(request, ex, resp)
     return resp
-
-
-def public_origin(request: web.Request, ex: Exchange) -> str:
-    """scheme://host as the client reached the site: upstream.public_url, else the Host it
-    used (from a trusted proxy's X-Forwarded-Host/-Proto where there is one)."""
-    public = request.app[SETTINGS].upstream.public_url
-    return public or f"{ex.client.scheme}://{ex.client.host}"
 
 
 _DECLARATIONS: dict[str, Callable[[Rights], tuple[str, str]]] = {

@@ -262,8 +262,9 @@ class RobotsSource:
         return self.current
 
     def served_at(self, origin: str) -> CanonicalRobots:
-        """The file as served to a client that reached the site at `origin` (scheme://host):
-        its Sitemap lines point there. With upstream.public_url set, that is the only one."""
+        """The file as served to a client that reached the site at `origin` (scheme://host, as
+        it used it: its Host, or a trusted proxy's X-Forwarded-Host/-Proto): its Sitemap lines
+        point there. With upstream.public_url set, that is the only origin."""
         origin = self.public_url or origin
         robots = self._origins.get(origin)
         if robots is None:
