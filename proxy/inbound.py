@@ -84,6 +84,8 @@ _UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz012
 _PATH_CHARS = _UNRESERVED | frozenset("!$&'()*+,;=:@/")
 _HEX = frozenset("0123456789abcdefABCDEF")
 _NEVER_DECODED = {"2F": "an encoded '/'", "5C": "an encoded '\\'", "00": "an encoded NUL"}
+# a path with nothing to decode, drop or merge (no %, ;, \\, or control characters)
+_PLAIN = re.compile(r"[A-Za-z0-9\-._~!$&'()*+,=:@/]*")
 _ABSOLUTE = re.compile(r"^(?i:https?)://(?P<authority>[^/?#]*)(?P<rest>[/?].*)?$", re.S)
 
 
@@ -103,6 +105,8 @@ def parse_target(raw: str, authorities: frozenset[str]) -> Target:
     path, _, query = raw.partition("?")
     if "#" in raw:
         raise Refused(400, "a '#' in the request target")
+    if _PLAIN.fullmatch(path) and "//" not in path and "/." not in path:
+        return Target(path=path, wire=path, query=query)  # nothing to normalise: most paths
     segments = [_segment(s) for s in path.split("/")[1:]]
     out: list[str] = []
     for i, segment in enumerate(segments):
@@ -146,7 +150,8 @@ def _segment(text: str) -> str:
             continue
         if c == "\\" or ord(c) < 0x20 or ord(c) == 0x7F:
             raise Refused(400, "a backslash or control character in the path")
-        out.append(c if c in _PATH_CHARS else "".join(f"%{b:02X}" for b in c.encode()))
+        out.append(c if c in _PATH_CHARS else "".join(
+            f"%{b:02X}" for b in c.encode("utf-8", "surrogateescape")))
         i += 1
     return "".join(out)
 
