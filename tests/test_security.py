@@ -23,6 +23,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
@@ -83,6 +84,8 @@ def status_of(answer: bytes) -> int:
 class Recorder:
     """A store on loopback that records the raw target of every request it is asked."""
 
+    url = ""  # set once it listens
+
     def __init__(self) -> None:
         self.seen: list[str] = []
         self.headers: list[CIMultiDict[str]] = []
@@ -106,7 +109,7 @@ class Recorder:
 async def store(aiohttp_server):
     recorder = Recorder()
     server = await aiohttp_server(recorder.app())
-    recorder.url = str(server.make_url("")).rstrip("/")  # type: ignore[attr-defined]
+    recorder.url = str(server.make_url("")).rstrip("/")
     return recorder
 
 
@@ -210,7 +213,7 @@ async def test_an_ai_crawler_never_gets_a_master_through_a_dot_segment(run_proxy
 
 # ---- 3. evidence forgeries ---------------------------------------------------------------------
 
-def _rehash(folder: Path, keep: callable) -> str:  # type: ignore[valid-type]
+def _rehash(folder: Path, keep: Callable[[dict], bool]) -> str:
     """Rewrite the chain keeping only the records `keep` accepts, with every hash, seq and
     prev recomputed (what a forger without the key can do); the new last hash."""
     prev, seq = None, 0
