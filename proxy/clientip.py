@@ -26,7 +26,7 @@ from collections.abc import Mapping
 from multidict import MultiMapping
 
 from .exchange import Client
-from .inbound import valid_authority
+from .inbound import header_list, valid_authority
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -72,12 +72,6 @@ def client_key(ip: str, headers: Mapping[str, str]) -> str:
     for name in ("User-Agent", "Accept-Language", "Sec-CH-UA"):
         digest.update(headers.get(name, "").encode("utf-8", "surrogateescape") + b"\x00")
     return f"c:{ip}/{digest.hexdigest()}"
-
-
-def header_list(headers: MultiMapping[str], name: str) -> list[str]:
-    """Every comma-separated element of every `name` line, in order, stripped."""
-    return [item.strip() for line in headers.getall(name, ()) for item in line.split(",")
-            if item.strip()]
 
 
 def resolve_client(

@@ -39,11 +39,12 @@ from __future__ import annotations
 import logging
 import re
 from dataclasses import dataclass
+from http import HTTPStatus
 from urllib.parse import unquote
 
 from aiohttp import HttpVersion11, web
 from aiohttp.web_protocol import RequestHandler
-from multidict import CIMultiDictProxy
+from multidict import CIMultiDictProxy, MultiMapping
 from yarl import URL
 
 from .logs import log_event
@@ -183,11 +184,16 @@ def site_authorities(*urls: str) -> frozenset[str]:
     return frozenset(out)
 
 
+def header_list(headers: MultiMapping[str], name: str) -> list[str]:
+    """Every comma-separated element of every `name` line, in order, stripped."""
+    return [item.strip() for line in headers.getall(name, ()) for item in line.split(",")
+            if item.strip()]
+
+
 def check_framing(request: web.Request, max_body: int) -> None:
     """Framing and Host, before anything else reads the request. Raises Refused."""
     headers: CIMultiDictProxy[str] = request.headers
-    codings = [t.strip().lower() for line in headers.getall("Transfer-Encoding", ())
-               for t in line.split(",") if t.strip()]
+    codings = [t.lower() for t in header_list(headers, "Transfer-Encoding")]
     if codings:
         if request.version < HttpVersion11:
             raise Refused(400, "Transfer-Encoding in an HTTP/1.0 request")
@@ -207,17 +213,13 @@ def check_framing(request: web.Request, max_body: int) -> None:
         raise Refused(400, "the Host header is not a host[:port]")
 
 
-_REASONS = {400: "Bad Request", 413: "Content Too Large",
-            431: "Request Header Fields Too Large", 501: "Not Implemented"}
-
-
 def refusal(request: web.Request, refused: Refused) -> web.Response:
     """The answer to a refused head: the status and its reason, the connection closed where
     what follows cannot be trusted to be framed as the client meant."""
     log_event(log, logging.WARNING, "bad-request", client=request.remote,
               status=refused.status, reason=refused.reason)
     resp = web.Response(status=refused.status, text=f"{refused.status} "
-                        f"{_REASONS.get(refused.status, 'Bad Request')}: {refused.reason}\n")
+                        f"{HTTPStatus(refused.status).phrase}: {refused.reason}\n")
     if refused.status != 400 or "Transfer-Encoding" in request.headers:
         resp.force_close()
     return resp
