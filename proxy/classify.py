@@ -18,7 +18,6 @@ from .signals.behaviour import (
     Behaviour,
     BehaviourTracker,
     RequestFacts,
-    header_fingerprint,
 )
 from .signals.headers import header_problems
 from .signals.network import UNKNOWN as UNKNOWN_NETWORK
@@ -108,7 +107,6 @@ def _record(
     referer = headers.get("Referer", "")
     facts = RequestFacts(
         ip=ex.client.ip,
-        fingerprint=header_fingerprint(ua_text, headers),
         method=ex.method,
         path=ex.path,
         is_audio=content is _AUDIO,

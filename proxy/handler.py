@@ -62,7 +62,7 @@ async def handle(request: web.Request) -> web.StreamResponse:
         # several instances: what the others know of this client, before judging it
         audio_or_head = (ex.method == "HEAD"
                          or ruleset.content_kind(ex.path) is ContentKind.AUDIO)
-        pulled = await shared.pull(request_keys(ex.client, audio_or_head, request.headers),
+        pulled = await shared.pull(request_keys(ex.client, audio_or_head),
                                    time.monotonic())
     trap_hit = settings.traps.enabled and ex.path.startswith(settings.traps.path)
     if trap_hit:  # remembered before classifying, so this very request is judged trapped

@@ -54,7 +54,8 @@ from .state import (
 
 log = logging.getLogger("sonicshield")
 
-_COUNTERS = 8  # REQ .. AUDIO_BYTES, the store's first fields
+_COUNTERS = 8  # REQ .. AUDIO_BYTES, the store's first fields (STARTS, the track-run
+# count, stays with the instance: a player's lane is judged on what it asked of this one)
 _FACTS = (ROBOTS_READ, ROBOTS_VIOLATION, TRAPPED)
 _PER_KEY = _COUNTERS + 4 + len(_FACTS)  # the script's arguments (and answer) per key
 _W32 = 0xFFFFFFFF

@@ -24,7 +24,7 @@ its frame; the first access in a later frame rescales its counters once by 2^(-(
 A weight never exceeds 2^(FRAME / h) = 2, so a worker that computed its weights an instant
 before another rescaled the row adds at most one event counted double, never a runaway figure.
 
-Keys: "i:ADDRESS" (a client address), "n:NETWORK" (its /24 or /64), "f:FINGERPRINT". Their
+Keys: Client.key (an address and its program), "n:NETWORK" (an address's /24 or /64). Their
 hashes are Python's string hashes, so workers share PYTHONHASHSEED (set by the supervisor;
 `attach` checks it) and the index stays keyed by a secret an attacker cannot aim at.
 """
@@ -51,7 +51,10 @@ FRAME_NO = 15  # the frame the row's counters are scaled to
 # a number from the store-wide counter, new whenever the row changes hands or a robots.txt or
 # trap fact is set: a verdict reused for a client (classify.VerdictCache) holds while it stays
 VERSION = 16
-FIELDS = 17
+# new tracks started outside any page or listing the client read (short half-life: a
+# player's lane check, BehaviourTracker's track-run)
+STARTS = 17
+FIELDS = 18
 LONG_FIELDS = (AUDIO, WHOLE, NO_CONTEXT, PAGES, HEADS, NOT_FOUND, AUDIO_BYTES)
 TRACKS, ADDRESSES = 0, 1  # masks
 SHORT_HALF_LIFE = 60.0  # request rate
@@ -67,7 +70,7 @@ ROBOTS_STATES = (UNSEEN, COMPLIANT, VIOLATED_AFTER_READING, VIOLATED_WITHOUT_REA
 _VIOLATIONS = {1.0: VIOLATED_AFTER_READING, 2.0: VIOLATED_WITHOUT_READING}
 
 # the buffer: a header of 8 unsigned 64-bit words, then values, masks, owners and the index
-_MAGIC = 0x5353_5354_0002  # "SSST", layout 2
+_MAGIC = 0x5353_5354_0003  # "SSST", layout 3
 _H_MAGIC, _H_CAPACITY, _H_SLOTS, _H_USED, _H_EVICTIONS, _H_HASHCHECK, _H_VERSION = range(7)
 _HEADER = 8
 _M64 = (1 << 64) - 1
@@ -97,7 +100,9 @@ def _layout(capacity: int) -> tuple[int, int]:
 def rescale(v: memoryview[float] | array[float], base: int, frame: float) -> None:
     """Rescale the row at `base` of `v` from its own frame to `frame`."""
     gone = (frame - v[base + FRAME_NO]) * FRAME
-    v[base + REQ] *= math.exp2(-gone / SHORT_HALF_LIFE)
+    short = math.exp2(-gone / SHORT_HALF_LIFE)
+    v[base + REQ] *= short
+    v[base + STARTS] *= short
     long = math.exp2(-gone / LONG_HALF_LIFE)
     for f in LONG_FIELDS:
         v[base + f] *= long

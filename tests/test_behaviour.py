@@ -8,17 +8,22 @@ import sys
 
 import pytest
 
-from proxy.signals.behaviour import BehaviourTracker, RequestFacts, fingerprint
+from proxy.signals.behaviour import (
+    FAMILIES,
+    WEIGHTS,
+    BehaviourTracker,
+    RequestFacts,
+    families,
+    score,
+)
+from proxy.signals.listings import Listings
 from proxy.state import AUDIO, LONG_HALF_LIFE, NO_CONTEXT, REQ, ClientStore, StoreError
 
-CHROME_FP = fingerprint("Mozilla/5.0 ... Chrome/131", "*/*", "en-GB", "gzip", '"Chromium"')
-CRAWLER_FP = fingerprint("Mozilla/5.0 ... Chrome/131", "*/*", "", "gzip, deflate", "")
 
-
-def facts(ip: str, path: str, *, fp: str = CHROME_FP, method: str = "GET", rng: bool = True,
+def facts(ip: str, path: str, *, method: str = "GET", rng: bool = True,
           referer: bool = True, streams: int = 0) -> RequestFacts:
     audio = path.endswith((".mp3", ".flac"))
-    return RequestFacts(ip=ip, fingerprint=fp, method=method, path=path, is_audio=audio,
+    return RequestFacts(ip=ip, method=method, path=path, is_audio=audio,
                         is_page="." not in path.rsplit("/", 1)[-1], has_range=rng,
                         same_site_referer=referer, open_streams=streams)
 
@@ -132,23 +137,89 @@ def test_a_listener_session_raises_nothing():
         assert observe(t, facts(ip, "/stream/glasshouse.mp3"), now).flags == ()
 
 
-def test_a_rotating_crawler_is_flagged_by_its_second_track():
+def test_a_rotating_crawler_is_flagged_by_its_second_track_and_tied_by_its_third():
+    """Its network carries the context flags from the second track on (one family: weak, as
+    two colleagues opening a shared link would be); the third address of the /24 doing the
+    same adds rotation, a second family."""
     t = BehaviourTracker(ClientStore(1000))
     results = []
-    for i, track in enumerate(["harbour-at-dawn", "salt-and-cedar", "low-tide-lanterns"]):
+    for i, track in enumerate(["harbour-at-dawn", "salt-and-cedar", "low-tide-lanterns",
+                               "moth-waltz", "glasshouse"]):
         ip = f"127.0.0.{2 + i}"  # a new address for every request
-        results.append(observe(t, facts(ip, f"/stream/{track}.mp3", fp=CRAWLER_FP, rng=False,
+        results.append(observe(t, facts(ip, f"/stream/{track}.mp3", rng=False,
                                        referer=False), float(i)))
     assert results[0].score < 0.5
     assert {"no-context", "whole-file"} <= set(results[1].flags)
-    assert results[1].score >= 0.5
+    assert results[1].score < 0.5
+    assert "rotating" in results[2].flags
+    assert all(r.score >= 0.5 for r in results[2:])
+
+
+def test_one_family_of_flags_never_reaches_half():
+    """The ladder: one kind of oddity is weak evidence, however many of its flags are up."""
+    assert set(FAMILIES) == set(WEIGHTS)
+    by_family: dict[str, list[str]] = {}
+    for flag, family in FAMILIES.items():
+        by_family.setdefault(family, []).append(flag)
+    for family, flags in by_family.items():
+        assert score(tuple(flags)) < 0.5, family
+        assert families(tuple(flags)) == (family,)
+    assert score(("no-context", "rotating")) >= 0.5
+    assert score(("no-context", "whole-file")) == WEIGHTS["no-context"]
+
+
+def test_a_fingerprint_never_ties_two_addresses_together():
+    """A crawler with a popular browser's exact headers takes audio without context from
+    one network; a listener elsewhere with those same headers, pasting a stream URL, is
+    judged on its own doings."""
+    t = BehaviourTracker(ClientStore(100))
+    for i in range(8):
+        observe(t, facts("203.0.113.9", f"/stream/t{i}.mp3", rng=False, referer=False),
+                float(i))
+    pasted = observe(t, facts("198.51.100.20", "/stream/t1.mp3", referer=False), 10.0)
+    assert pasted.flags == ()
+
+
+def test_a_player_starting_track_after_track_raises_track_run():
+    """A claimed player taking the catalogue starts a new track every few seconds; a real
+    one plays each before the next, and a podcast app takes the episodes of the feed it
+    read, in a burst or not."""
+    t = BehaviourTracker(ClientStore(100))
+    first = observe(t, facts("192.0.2.40", "/download/a.flac", referer=False), 0.0)
+    second = observe(t, facts("192.0.2.40", "/download/b.flac", referer=False), 4.0)
+    assert "track-run" not in first.flags
+    assert "track-run" in second.flags
+    # the same track again (a seek, a replay) is no new start
+    t2 = BehaviourTracker(ClientStore(100))
+    for i in range(6):
+        r = observe(t2, facts("192.0.2.41", "/stream/a.mp3", referer=False), float(i))
+        assert "track-run" not in r.flags
+    # a playlist of three-minute tracks, played through
+    t3 = BehaviourTracker(ClientStore(100))
+    for i in range(5):
+        r = observe(t3, facts("192.0.2.42", f"/stream/t{i}.mp3", referer=False), i * 180.0)
+        assert "track-run" not in r.flags
+    # the feed's episodes, all at once, after reading the feed
+    listings = Listings()
+    feed = [f"/stream/t{i}.mp3" for i in range(6)]
+    tap = listings.tap("/feed.xml", 200, "GET", {"Content-Type": "application/rss+xml"})
+    assert tap is not None
+    tap(b"<rss><channel>" + b"".join(
+        f'<item><enclosure url="https://store.example{p}" type="audio/mpeg"/></item>'.encode()
+        for p in feed) + b"</channel></rss>")
+    t4 = BehaviourTracker(ClientStore(100), listings)
+    observe(t4, facts("192.0.2.43", "/feed.xml"), 0.0)
+    t4.fetched_listing("i:192.0.2.43", listings.learn(tap), 0.0)
+    for i, path in enumerate(feed):
+        r = observe(t4, facts("192.0.2.43", path, referer=False, rng=False), 1.0 + i)
+        assert "track-run" not in r.flags
 
 
 def test_rotation_itself_is_named():
     t = BehaviourTracker(ClientStore(1000))
     result = None
     for i in range(8):
-        result = observe(t, facts(f"203.0.113.{10 + i}", f"/stream/t{i}.mp3", fp=CRAWLER_FP,
+        result = observe(t, facts(f"203.0.113.{10 + i}", f"/stream/t{i}.mp3",
                                  referer=False), float(i))
     assert result is not None
     assert "rotating" in result.flags
@@ -173,7 +244,7 @@ def test_a_listener_is_not_flagged_for_what_a_crawler_on_its_network_did():
     key; a request of its own without context is judged on the network's too."""
     t = BehaviourTracker(ClientStore(100))
     for i in range(6):
-        crawled = observe(t, facts("192.0.2.9", f"/stream/t{i}.mp3", fp=CRAWLER_FP, rng=False,
+        crawled = observe(t, facts("192.0.2.9", f"/stream/t{i}.mp3", rng=False,
                                    referer=False), float(i))
     assert {"no-context", "whole-file"} <= set(crawled.flags)
     listener = facts("192.0.2.10", "/album/a")

@@ -84,7 +84,7 @@ def walk(paths: list[str]) -> tuple[str, ...]:
     flags: tuple[str, ...] = ()
     for i, path in enumerate(paths):
         now = 1.0 + 5 * i
-        facts = RequestFacts("198.51.100.9", "f:x", "GET", path, False, True, False, True, 0)
+        facts = RequestFacts("198.51.100.9", "GET", path, False, True, False, True, 0)
         flags = tracker.observe(facts, tracker.store.row("i:198.51.100.9", now)).flags
     return flags
 

@@ -1,19 +1,28 @@
 """Behaviour: how a client has been acting, as a score 0..1 and named flags.
 
-Three keys per request: the client (its address and its program, Client.key); the address's
-/24 (IPv4) or /64 (IPv6) network; and a fingerprint of the User-Agent and the headers a client
-stack chooses (Accept, Accept-Language, Accept-Encoding, sec-ch-ua), which ties a crawler
-rotating its source address together.
+Two keys per audio or HEAD request: the client (its address and its program, Client.key) and
+the address's /24 (IPv4) or /64 (IPv6) network, the weaker aggregate that ties a crawler
+rotating its source address together. A fingerprint of the headers is no key of its own: the
+same browser version and headers are shared by millions of people, and never tie two
+addresses together.
 
-Volume flags (fast, many-tracks, faster-than-playback, parallel-audio) are judged on the
-client key alone: a network or a fingerprint is shared by many real listeners (one office
-NAT, one popular browser version), and their sum is not a crawler. The network and fingerprint
-keys carry only the flags no listener produces: audio without the page that embeds it, whole
-files without a Range from outside the store's own pages, HEAD sweeps, 404 runs, and, for the
-fingerprint, one stack seen from many addresses doing those things. They judge only a
-request that itself lacks context: an audio request from a client that loaded the page it
-names as Referer is judged on its own key, so a listener is never flagged for what a crawler
-on its network (or with its browser's headers) did.
+Volume flags (fast, many-tracks, track-run, faster-than-playback, parallel-audio) are judged
+on the client key alone: a network is shared by many real listeners (one office NAT, one
+carrier's CGNAT), and their sum is not a crawler. The network key carries only the flags no
+listener produces: audio without the page that embeds it, whole files without a Range from
+outside the store's own pages, HEAD sweeps, 404 runs, and many addresses of it doing those
+things (rotating). It judges only a request that itself lacks context: an audio request from
+a client that loaded the page it names as Referer is judged on its own key, so a listener is
+never flagged for what a crawler on its network did.
+
+The score grows with independent evidence: the flags fall into families (FAMILIES: what
+context the audio came with, how much of it, probing, address rotation, walking a listing),
+a family counts once (its strongest flag), and no family alone reaches 0.5. So one kind of
+oddity never reaches the shipped rules' decoy threshold (docs/listeners.md, the ladder).
+
+track-run is a player's lane check: a media player or podcast app starts one track, plays it,
+then the next; one that starts track after track within a minute, none of them listed in a
+feed or page it read, is taking a catalogue, not playing it.
 
 An address that fetched a sitemap or feed (proxy/signals/listings.py) and then requests the
 URLs it lists in document order is walking the listing: no reader browses that way for long.
@@ -23,11 +32,9 @@ The counters live in proxy/state.py's capped store (decayed, one row per key).
 
 from __future__ import annotations
 
-import hashlib
 import ipaddress
 import math
 import zlib
-from collections.abc import Mapping
 from typing import NamedTuple
 
 from ..exchange import Client
@@ -42,6 +49,7 @@ from ..state import (
     NOT_FOUND,
     PAGES,
     REQ,
+    STARTS,
     TRACKS,
     WALK_DOC,
     WALK_POS,
@@ -62,7 +70,8 @@ WHOLE_FILE_AUDIO = 1.5
 HEAD_SWEEP = 4.5
 NOT_FOUND_RUN = 9.5
 PARALLEL_AUDIO = 4.0
-ROTATING_ADDRESSES = 4
+ROTATING_ADDRESSES = 3  # addresses of one /24 or /64 taking audio out of context
+TRACK_RUN = 1.5  # a second new track within about a minute of the first, outside any context
 WALK_STEPS_MIN = 8  # requests, each further down a sitemap or feed than any before
 
 
@@ -71,14 +80,43 @@ WEIGHTS = {
     "whole-file": 0.25,
     "fast": 0.3,
     "many-tracks": 0.3,
+    "track-run": 0.3,
     "faster-than-playback": 0.35,
     "head-sweep": 0.4,
     "not-found": 0.3,
     "parallel-audio": 0.3,
-    "rotating": 0.5,
+    "rotating": 0.45,
     "walking-listing": 0.35,
 }
 BEHAVIOUR_FLAGS = tuple(WEIGHTS)
+# Flags that measure one thing count once: a direct download is both "no-context" and
+# "whole-file", and two names for one fact are not two pieces of evidence.
+FAMILIES = {
+    "no-context": "context", "whole-file": "context",
+    "fast": "volume", "many-tracks": "volume", "track-run": "volume",
+    "faster-than-playback": "volume", "parallel-audio": "volume",
+    "head-sweep": "probing", "not-found": "probing",
+    "rotating": "rotation",
+    "walking-listing": "listing",
+}
+
+
+def score(flags: tuple[str, ...]) -> float:
+    """1 - the product over families of (1 - the family's strongest weight)."""
+    strongest: dict[str, float] = {}
+    for name in flags:
+        family = FAMILIES[name]
+        strongest[family] = max(strongest.get(family, 0.0), WEIGHTS[name])
+    keep = 1.0
+    for weight in strongest.values():
+        keep *= 1.0 - weight
+    return round(1.0 - keep, 3)
+
+
+def families(flags: tuple[str, ...]) -> tuple[str, ...]:
+    """The independent families the flags come from, in FAMILIES order."""
+    seen = {FAMILIES[f] for f in flags}
+    return tuple(dict.fromkeys(f for f in FAMILIES.values() if f in seen))
 
 
 class Behaviour(NamedTuple):
@@ -103,7 +141,6 @@ class RequestFacts(NamedTuple):
     """What the behaviour signal needs to know about one request."""
 
     ip: str
-    fingerprint: str
     method: str
     path: str
     is_audio: bool
@@ -122,32 +159,16 @@ def network_key(ip: str) -> str:
         return "n:" + ip
 
 
-def fingerprint(ua: str, accept: str, language: str, encoding: str, hints: str) -> str:
-    digest = hashlib.blake2b(
-        "\x00".join((ua, accept, language, encoding, hints)).encode(), digest_size=8
-    )
-    return "f:" + digest.hexdigest()
-
-
-def header_fingerprint(ua: str, headers: Mapping[str, str]) -> str:
-    """fingerprint() of a request's own headers."""
-    return fingerprint(ua, headers.get("Accept", ""), headers.get("Accept-Language", ""),
-                       headers.get("Accept-Encoding", ""), headers.get("Sec-CH-UA", ""))
-
-
-def request_keys(client: Client, audio_or_head: bool, headers: Mapping[str, str]
-                 ) -> tuple[str, ...]:
+def request_keys(client: Client, audio_or_head: bool) -> tuple[str, ...]:
     """The keys a request counts on: its client (address and program, Client.key); for
-    audio and HEAD requests also its network and header fingerprint
-    (BehaviourTracker.observe)."""
+    audio and HEAD requests also its network (BehaviourTracker.observe)."""
     if not audio_or_head:
         return (client.key,)
-    return (client.key, network_key(client.ip),
-            header_fingerprint(headers.get("User-Agent", ""), headers))
+    return (client.key, network_key(client.ip))
 
 
 class BehaviourTracker:
-    """Updates the three keys of a request and judges them. One per worker (app[TRACKER]).
+    """Updates the keys of a request and judges them. One per worker (app[TRACKER]).
 
     Counts are added with the store's event weights (proxy/state.py), so the thresholds below
     are compared against `threshold * weight`: a decayed count, without decaying anything."""
@@ -159,28 +180,33 @@ class BehaviourTracker:
     def observe(self, facts: RequestFacts, ip_row: int, judge: bool = True) -> Behaviour:
         """Count this request on its keys and, when `judge`, judge them. ip_row: the
         address's row, just seen (store.row). Pages and other plain requests touch only that
-        row: the network and fingerprint keys carry only what audio and HEAD requests do."""
+        row: the network key carries only what audio and HEAD requests do."""
         if not facts.is_audio and facts.method != "HEAD":
             return self.observe_plain(ip_row, facts.path, facts.is_page, judge)
         s = self.store
         v = s.values
         ws, wl = s.w_short, s.w_long
         b = ip_row * FIELDS
-        if v[b + WALK_DOC]:
-            self._walk(b, facts.path)
+        listed = bool(v[b + WALK_DOC]) and self._walk(b, facts.path)
         now = v[b + LAST]
-        rows = (ip_row, s.row(network_key(facts.ip), now), s.row(facts.fingerprint, now))
-        # context is the requesting address's own: a page or feed it loaded itself (another
-        # address with the same fingerprint loading one proves nothing)
+        net_row = s.row(network_key(facts.ip), now)
+        # context is the requesting address's own: a page or feed it loaded itself
         had_page = v[b + PAGES] >= 0.5 * wl
-        address_bit = 1 << (zlib.crc32(facts.ip.encode()) & 63)
-        track_bit = 1 << (zlib.crc32(facts.path.encode()) & 63) if facts.is_audio else 0
         head = facts.method == "HEAD"
         audio_get = facts.is_audio and facts.method == "GET"
-        for r in rows:
+        in_page = facts.same_site_referer and had_page
+        if audio_get:
+            track_bit = 1 << (zlib.crc32(facts.path.encode()) & 63)
+            if not (in_page or listed or s.masks[2 * ip_row + TRACKS] & track_bit):
+                v[b + STARTS] += ws  # a new track, outside any page or listing it read
+        else:
+            track_bit = 0
+        # the addresses of the network that took audio out of context (rotating)
+        if not (in_page or listed):
+            s.masks[2 * net_row + ADDRESSES] |= 1 << (zlib.crc32(facts.ip.encode()) & 63)
+        for r in (ip_row, net_row):
             b = r * FIELDS
             v[b + REQ] += ws
-            s.masks[2 * r + ADDRESSES] |= address_bit
             if head:
                 v[b + HEADS] += wl
             if audio_get:
@@ -194,11 +220,11 @@ class BehaviourTracker:
                         v[b + NO_CONTEXT] += wl
         if not judge:
             return NONE
-        if audio_get and facts.same_site_referer and had_page:
+        if audio_get and in_page:
             # in context, as a listener's player asks: judged on this client's own doings;
-            # what others on its network or with its browser's headers did is theirs
-            return self.judge((ip_row, ip_row, ip_row), facts.open_streams)
-        return self.judge(rows, facts.open_streams)
+            # what others on its network did is theirs
+            return self.judge(ip_row, ip_row, facts.open_streams)
+        return self.judge(ip_row, net_row, facts.open_streams)
 
     def observe_plain(self, ip_row: int, path: str, is_page: bool, judge: bool) -> Behaviour:
         """observe() for a request that is neither audio nor HEAD: it counts on the address
@@ -213,15 +239,19 @@ class BehaviourTracker:
             v[b + PAGES] += s.w_long
         return self.judge_address(ip_row) if judge else NONE
 
-    def _walk(self, b: int, path: str) -> None:
+    def _walk(self, b: int, path: str) -> bool:
         """A client that fetched a sitemap or feed: is it taking the listed URLs in order?
         Counts the requests that reach further down the list than any before (a reader
-        browsing at random sets a new furthest point about ln(n) times in n requests)."""
+        browsing at random sets a new furthest point about ln(n) times in n requests).
+        True when the listing holds `path`."""
         v = self.store.values
         index = self.listings.index(int(v[b + WALK_DOC]), path)
-        if index is not None and index > v[b + WALK_POS]:
+        if index is None:
+            return False
+        if index > v[b + WALK_POS]:
             v[b + WALK_POS] = index
             v[b + WALK_STEPS] += 1.0
+        return True
 
     def fetched_listing(self, key: str, doc: int | None, now: float) -> None:
         """The client (Client.key) fetched listing `doc` (a new walk starts; None: not a
@@ -251,51 +281,51 @@ class BehaviourTracker:
                 and v[b + WHOLE] < WHOLE_FILE_AUDIO * wl and v[b + HEADS] < HEAD_SWEEP * wl
                 and v[b + NOT_FOUND] < NOT_FOUND_RUN * wl
                 and v[b + AUDIO_BYTES] < FASTER_THAN_PLAYBACK_BYTES * wl
+                and v[b + STARTS] < TRACK_RUN * self.store.w_short
                 and v[b + WALK_STEPS] < WALK_STEPS_MIN):
             return NONE
-        return self.judge((ip_row, ip_row, ip_row), 0)
+        return self.judge(ip_row, ip_row, 0)
 
-    def judge(self, rows: tuple[int, int, int], open_streams: int) -> Behaviour:
+    def judge(self, ip_row: int, net_row: int, open_streams: int) -> Behaviour:
         s = self.store
-        v, masks, wl = s.values, s.masks, s.w_long
-        ip_row, _, fp_row = rows
-        ib, nb, fb = ip_row * FIELDS, rows[1] * FIELDS, fp_row * FIELDS
-        if (open_streams < PARALLEL_AUDIO and v[ib + REQ] < FAST_REQUESTS * s.w_short
+        v, masks, wl, ws = s.values, s.masks, s.w_long, s.w_short
+        ib, nb = ip_row * FIELDS, net_row * FIELDS
+        if (open_streams < PARALLEL_AUDIO and v[ib + REQ] < FAST_REQUESTS * ws
                 and masks[2 * ip_row + TRACKS].bit_count() < _MANY_TRACKS_BITS
+                and v[ib + STARTS] < TRACK_RUN * ws
                 and v[ib + AUDIO_BYTES] < FASTER_THAN_PLAYBACK_BYTES * wl
                 and v[ib + WALK_STEPS] < WALK_STEPS_MIN
-                and v[ib + NO_CONTEXT] + v[nb + NO_CONTEXT] + v[fb + NO_CONTEXT] < wl
-                and v[ib + WHOLE] + v[nb + WHOLE] + v[fb + WHOLE] < wl
-                and max(v[ib + HEADS], v[nb + HEADS], v[fb + HEADS]) < HEAD_SWEEP * wl
-                and max(v[ib + NOT_FOUND], v[nb + NOT_FOUND], v[fb + NOT_FOUND])
-                < NOT_FOUND_RUN * wl):
+                and v[ib + NO_CONTEXT] + v[nb + NO_CONTEXT] < wl
+                and v[ib + WHOLE] + v[nb + WHOLE] < wl
+                and max(v[ib + HEADS], v[nb + HEADS]) < HEAD_SWEEP * wl
+                and max(v[ib + NOT_FOUND], v[nb + NOT_FOUND]) < NOT_FOUND_RUN * wl):
             return NONE  # the common case, a listener: no flag can be raised
         flags: list[str] = []
-        if v[ib + REQ] >= FAST_REQUESTS * s.w_short:
+        if v[ib + REQ] >= FAST_REQUESTS * ws:
             flags.append("fast")
         if _linear_count(masks[2 * ip_row + TRACKS]) >= MANY_TRACKS:
             flags.append("many-tracks")
+        if v[ib + STARTS] >= TRACK_RUN * ws:
+            flags.append("track-run")
         if v[ib + AUDIO_BYTES] >= FASTER_THAN_PLAYBACK_BYTES * wl:
             flags.append("faster-than-playback")
         if open_streams >= PARALLEL_AUDIO:
             flags.append("parallel-audio")
         if v[ib + WALK_STEPS] >= WALK_STEPS_MIN:
             flags.append("walking-listing")
-        # flags no listener produces, on every key
-        if max(v[ib + NO_CONTEXT], v[nb + NO_CONTEXT], v[fb + NO_CONTEXT]) >= NO_CONTEXT_AUDIO * wl:
+        # flags no listener produces, on either key
+        if max(v[ib + NO_CONTEXT], v[nb + NO_CONTEXT]) >= NO_CONTEXT_AUDIO * wl:
             flags.append("no-context")
-        if max(v[ib + WHOLE], v[nb + WHOLE], v[fb + WHOLE]) >= WHOLE_FILE_AUDIO * wl:
+        if max(v[ib + WHOLE], v[nb + WHOLE]) >= WHOLE_FILE_AUDIO * wl:
             flags.append("whole-file")
-        if max(v[ib + HEADS], v[nb + HEADS], v[fb + HEADS]) >= HEAD_SWEEP * wl:
+        if max(v[ib + HEADS], v[nb + HEADS]) >= HEAD_SWEEP * wl:
             flags.append("head-sweep")
-        if max(v[ib + NOT_FOUND], v[nb + NOT_FOUND], v[fb + NOT_FOUND]) >= NOT_FOUND_RUN * wl:
+        if max(v[ib + NOT_FOUND], v[nb + NOT_FOUND]) >= NOT_FOUND_RUN * wl:
             flags.append("not-found")
-        if ((v[fb + NO_CONTEXT] >= wl or v[fb + WHOLE] >= wl)
-                and _linear_count(masks[2 * fp_row + ADDRESSES]) >= ROTATING_ADDRESSES):
+        if ((v[nb + NO_CONTEXT] >= wl or v[nb + WHOLE] >= wl)
+                and _linear_count(masks[2 * net_row + ADDRESSES]) >= ROTATING_ADDRESSES):
             flags.append("rotating")
         if not flags:
             return NONE
-        keep = 1.0
-        for name in flags:
-            keep *= 1.0 - WEIGHTS[name]
-        return Behaviour(round(1.0 - keep, 3), tuple(flags))
+        named = tuple(flags)
+        return Behaviour(score(named), named)
