@@ -305,12 +305,12 @@ rules:
         "to 1, got 1.5",
         "rules/10-b.yaml:4:53: rule 'b': match key 'behaviour_flags': unknown behaviour flag "
         "'no-contxt' (did you mean 'no-context'?); one of no-context, whole-file, fast, "
-        "many-tracks, faster-than-playback, head-sweep, not-found, parallel-audio, rotating, "
+        "many-tracks, track-run, faster-than-playback, head-sweep, not-found, parallel-audio, rotating, "
         "walking-listing",
         "rules/10-b.yaml:4:75: rule 'b': match key 'headers': unknown header check "
         "'no-sec-fech' (did you mean 'no-sec-fetch'?); one of inconsistent, contradicted, "
         "no-accept-language, "
-        "no-accept-encoding, no-sec-fetch, no-client-hints, tool-headers",
+        "no-accept-encoding, no-sec-fetch, no-client-hints, no-upgrade-insecure, tool-headers",
         "rules/10-b.yaml:7:21: rule 'c': match key 'robots': unknown robots state 'violatd' "
         "(did you mean 'violated'?); one of unseen, compliant, violated-after-reading, "
         "violated-without-reading, violated",

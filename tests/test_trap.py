@@ -90,8 +90,10 @@ async def test_a_trap_hit_is_answered_locally_and_remembered(aiohttp_server, run
     base = await run_proxy(proxy_settings(f"http://127.0.0.1:{upstream.port}",
                                           rules_dir=RULES_DIR, verdict_header=True),
                            shipped_rules())
-    headers = {"User-Agent": CHROME, "Accept-Language": "en", "Accept-Encoding": "gzip",
-               "Sec-Fetch-Mode": "navigate", "Range": "bytes=0-", "Referer": base + "/"}
+    # a browser's media request, as Chromium sends it (tests/fixtures/clients/chromium.json)
+    headers = {"User-Agent": CHROME, "Accept-Language": "en", "Accept-Encoding": "identity",
+               "Sec-Fetch-Mode": "no-cors", "Sec-Fetch-Dest": "audio",
+               "Sec-CH-UA": '"Chromium";v="131"', "Range": "bytes=0-", "Referer": base + "/"}
     status, _, body = await fetch(base + "/stream/a.mp3", headers)
     assert (status, body) == (200, b"real audio")
     # the shipped rules tarpit the trap page itself; the hit counts from the first byte

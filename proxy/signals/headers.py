@@ -4,8 +4,11 @@ sends for that kind of request.
 A download tool or a scraping framework given a Chrome User-Agent string keeps its own
 headers. Every current browser sends Accept-Language on every request and Accept-Encoding on
 every request but media; to a secure origin (https, or localhost, which browsers treat as
-secure) Chromium (76+), Firefox (90+) and Safari (16.4+) send Sec-Fetch-Mode; over https,
-Chromium 89+ sends the `sec-ch-ua` client hints. And a browser's page, image and script
+secure) Chromium (76+), Firefox (90+) and Safari (16.4+) send Sec-Fetch-Mode; to a secure
+origin Chromium 89+ sends the `sec-ch-ua` client hints (measured on loopback: Chromium 156 sends
+them to http://127.0.0.1), and on every navigation `Upgrade-Insecure-Requests: 1` (Chromium
+since 44; Firefox ESR and WebKitGTK sent it on loopback too, but are not held to it over https
+unmeasured). And a browser's page, image and script
 requests never carry what tools send (`Accept-Encoding: identity`, Python's default;
 `Connection: close` on HTTP/1.1).
 
@@ -37,6 +40,7 @@ HEADER_PROBLEMS = (
     "no-accept-encoding",
     "no-sec-fetch",
     "no-client-hints",
+    "no-upgrade-insecure",
     "tool-headers",
 )
 
@@ -80,10 +84,14 @@ def header_problems(
     # WebKit's media requests send none; Chromium's and Firefox's send "identity"
     if "Accept-Encoding" not in headers and not (media and engine == "webkit"):
         problems.append("no-accept-encoding")
-    if sends_sec_fetch and "Sec-Fetch-Mode" not in headers and _secure(scheme, host):
+    secure = _secure(scheme, host)
+    if sends_sec_fetch and "Sec-Fetch-Mode" not in headers and secure:
         problems.append("no-sec-fetch")
-    if sends_hints and scheme == "https" and "Sec-CH-UA" not in headers:
+    if sends_hints and secure and "Sec-CH-UA" not in headers:
         problems.append("no-client-hints")
+    if (engine == "chromium" and "Upgrade-Insecure-Requests" not in headers
+            and headers.get("Sec-Fetch-Mode", "").lower() == "navigate"):
+        problems.append("no-upgrade-insecure")
     if not media:  # media requests: identity is the browsers' own, WebKit closes
         closes = headers.get("Connection", "").lower() == "close"
         plain_identity = headers.get("Accept-Encoding", "").strip().lower() == "identity"
