@@ -18,6 +18,7 @@ from multidict import CIMultiDict
 from .classify import classify
 from .clientip import client_key
 from .exchange import Client, Exchange, Signals
+from .ladder import rung
 from .robots import build_canonical
 from .rules import ALL_SIGNALS, RuleSet
 from .signals.behaviour import BehaviourTracker
@@ -110,6 +111,7 @@ def explain(spec: RequestSpec, ruleset: RuleSet) -> str:
         c = failed[0]
         wanted = ", ".join(str(v) for v in c.values)
         out.append(f"  no     {rule.origin}: {c.key} is not {wanted}")
+    out.append(f"rung      {rung(ex.signals).describe()}")
     out.append(f"verdict   {verdict.action.value} ({verdict.origin}"
                + (f", rule hash {verdict.rule_hash})" if verdict.rule_hash else ")"))
     return "\n".join(out)

@@ -19,9 +19,23 @@ def test_explain_a_fake_browser(capsys):
            "no-client-hints" in out
     assert "  no     rules/20-ai-crawlers.yaml:10 ai-crawler-audio: ua_class is not " \
            "ai-crawler" in out
-    assert "  MATCH  rules/30-disguised.yaml:17 fake-browser-audio -> decoy" in out
-    assert out[-1].startswith("verdict   decoy (rules/30-disguised.yaml:17 fake-browser-audio, "
+    assert "  MATCH  rules/30-disguised.yaml:18 fake-browser-audio -> decoy" in out
+    assert out[-2] == ("rung      3 (strong): headers contradict its browser "
+                       "(no-accept-language, no-accept-encoding, no-sec-fetch, no-client-hints)")
+    assert out[-1].startswith("verdict   decoy (rules/30-disguised.yaml:18 fake-browser-audio, "
                               "rule hash ")
+
+
+def test_explain_names_the_rung_of_weak_evidence(capsys):
+    """One odd header is rung 1: the real thing."""
+    assert main(["explain", "https://store.example/stream/moth-waltz.mp3",
+                 "-H", f"User-Agent: {CHROME}", "-H", "Accept: */*",
+                 "-H", "Accept-Language: en", "-H", "Accept-Encoding: identity",
+                 "-H", "Sec-Fetch-Mode: no-cors", "-H", "Sec-Fetch-Dest: audio",
+                 "-H", "Referer: https://store.example/album/first-light"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[-2] == "rung      1 (weak): one odd header (no-client-hints)"
+    assert out[-1].startswith("verdict   allow (rules/99-default.yaml:5 default-allow")
 
 
 def test_explain_an_access_log_line(capsys):
@@ -31,7 +45,7 @@ def test_explain_an_access_log_line(capsys):
     out = capsys.readouterr().out.splitlines()
     assert "  ua_class         feed-reader" in out
     assert "  (header checks left out: an access-log line does not record headers)" in out
-    assert "  MATCH  rules/10-listeners.yaml:19 podcast-apps-and-players -> allow" in out
+    assert "  MATCH  rules/10-listeners.yaml:56 podcast-apps-and-players -> allow" in out
 
 
 def test_explain_refuses_bad_input(capsys):
