@@ -305,8 +305,8 @@ rules:
         "to 1, got 1.5",
         "rules/10-b.yaml:4:53: rule 'b': match key 'behaviour_flags': unknown behaviour flag "
         "'no-contxt' (did you mean 'no-context'?); one of no-context, whole-file, fast, "
-        "many-tracks, track-run, faster-than-playback, head-sweep, not-found, parallel-audio, rotating, "
-        "walking-listing",
+        "many-tracks, track-run, faster-than-playback, head-sweep, not-found, parallel-audio, "
+        "rotating, walking-listing",
         "rules/10-b.yaml:4:75: rule 'b': match key 'headers': unknown header check "
         "'no-sec-fech' (did you mean 'no-sec-fetch'?); one of inconsistent, contradicted, "
         "no-accept-language, "
