@@ -1,6 +1,7 @@
 """What real listener programs sent (tests/fixtures/clients/, recorded from Debian's Chromium,
-Firefox ESR, WebKitGTK, VLC, mpv and gPodder by `python -m tests.clients.capture`), judged by
-the proxy's own checks: every request of every program is what its claim says it is.
+Firefox ESR, WebKitGTK, VLC, mpv, gPodder, Newsboat and a Mastodon-style link preview by
+`python -m tests.clients.capture`), judged by the proxy's own checks: every request of every
+program is what its claim says it is.
 
 When a new release changes what a browser sends, recording it again makes this fail here,
 not for a fan."""
@@ -20,7 +21,8 @@ from .conftest import shipped_rules
 CLIENTS = Path(__file__).parent / "fixtures" / "clients"
 PROGRAMS = sorted(p.stem for p in CLIENTS.glob("*.json"))
 UA_CLASS = {"chromium": "browser", "firefox": "browser", "webkit": "browser",
-            "vlc": "media-player", "mpv": "media-player", "gpodder": "feed-reader"}
+            "vlc": "media-player", "mpv": "media-player", "gpodder": "feed-reader",
+            "newsboat": "feed-reader", "link-preview": "link-preview"}
 
 
 def recorded(program: str) -> list[tuple[str, str, CIMultiDict[str]]]:

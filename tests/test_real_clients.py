@@ -3,10 +3,11 @@ SonicShield with the shipped rules in front of the demo store, and gets the stor
 never refused, tarpitted or served a variant.
 
 Desktop Chromium, Firefox ESR and WebKitGTK (Epiphany) run headful on an Xvfb screen with a
-PulseAudio null sink, each with its own user agent; VLC, mpv and gPodder run as an
-unprivileged user (tests/clients/programs.py). What each one sends is recorded in
-tests/fixtures/clients/ (tests/test_header_profiles.py). The access log of the proxy is the
-judge of what was served: every line of the program's requests must be the real response.
+PulseAudio null sink, each with its own user agent; VLC, mpv, gPodder, Newsboat and a
+Mastodon-style link preview (http.rb) run as an unprivileged user (tests/clients/programs.py).
+What each one sends is recorded in tests/fixtures/clients/ (tests/test_header_profiles.py).
+The access log of the proxy is the judge of what was served: every line of the program's
+requests must be the real response.
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ def store(media_dir: Path) -> Iterator[str]:
 def desk(tmp_path_factory: pytest.TempPathFactory) -> Iterator[programs.Desktop]:
     for binary in ("Xvfb", "pulseaudio"):
         if subprocess.run(["which", binary], capture_output=True).returncode:
-            pytest.fail(f"{binary} is required (apt-get install xvfb pulseaudio); .ci/run "
+            pytest.fail(f"{binary} is required (apt-get install xvfb pulseaudio); make test "
                         "installs it")
     with programs.desktop(tmp_path_factory.mktemp("desktop")) as d:
         yield d
@@ -65,7 +66,13 @@ SESSIONS: dict[str, Callable[[str, programs.Desktop, Path], programs.Session]] =
     "vlc": lambda base, desk, tmp: programs.vlc(base, tmp / "home"),
     "mpv": lambda base, desk, tmp: programs.mpv(base, tmp / "home"),
     "gpodder": lambda base, desk, tmp: programs.gpodder(base, tmp / "home"),
+    "newsboat": lambda base, desk, tmp: programs.newsboat(base, tmp / "home"),
+    "link-preview": lambda base, desk, tmp: programs.link_preview(base, tmp / "home"),
 }
+
+
+# what each program must have fetched for the test to prove anything (audio unless named)
+FETCHES = {"newsboat": "feed", "link-preview": "image"}
 
 
 def wait_for_trap_hit(admin_port: int, within: float = 60.0) -> None:
@@ -128,7 +135,8 @@ def test_a_real_listener_gets_the_real_audio(program, neighbour, store, desk, sp
         assert any(a["action"] == "tarpit" for a in crawler)  # the crawler is still caught
     lines = [a for a in log if a["path"] != "/favicon.ico"
              and not a.get("ua", "").startswith("Wget")]
-    assert any(a.get("content") == "audio" for a in lines), f"{program} fetched no audio"
+    wanted = FETCHES.get(program, "audio")
+    assert any(a.get("content") == wanted for a in lines), f"{program} fetched no {wanted}"
     wrong = [(a["path"], a["status"], a["action"], a["variant"], a["verdict"],
               a.get("headers"), a.get("flags")) for a in lines
              if a["action"] != "allow" or a["variant"] != "upstream" or a["status"] >= 400]

@@ -6,7 +6,7 @@ their order and spelling, to tests/fixtures/clients/PROGRAM.json, grouped by req
 (document, audio, image, style, script, download, feed). tests/test_header_profiles.py judges
 every recorded request with the proxy's header checks: when a new browser release changes its
 headers, running this again makes a test fail, not a fan. Run it on a machine with the packages
-.ci/run installs; it needs no network.
+`make test` installs (system-packages.txt); it needs no network.
 """
 
 from __future__ import annotations
@@ -110,6 +110,8 @@ VERSIONS = {
     "vlc": ["dpkg-query", "-W", "-f", "vlc ${Version}", "vlc"],
     "mpv": ["mpv", "--version"],
     "gpodder": ["dpkg-query", "-W", "-f", "gpodder ${Version}", "gpodder"],
+    "newsboat": ["newsboat", "--version"],
+    "link-preview": ["dpkg-query", "-W", "-f", "ruby-http ${Version}", "ruby-http"],
 }
 
 
@@ -126,6 +128,8 @@ def capture(names: list[str]) -> None:
             "vlc": lambda: programs.vlc(base, work / "vlc"),
             "mpv": lambda: programs.mpv(base, work / "mpv"),
             "gpodder": lambda: programs.gpodder(base, work / "gpodder"),
+            "newsboat": lambda: programs.newsboat(base, work / "newsboat"),
+            "link-preview": lambda: programs.link_preview(base, work / "link-preview"),
         }
         for name in names or list(sessions):
             recorder.heads.clear()

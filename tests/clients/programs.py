@@ -4,7 +4,8 @@ Browsers run headful on an Xvfb screen, with their own user agents (a headless b
 `HeadlessChrome` and skips the header checks a person's browser meets): Chromium through
 Playwright (Debian's binary), Firefox ESR through puppeteer-core over WebDriver BiDi (no
 Playwright build), WebKitGTK's Epiphany through WebKitWebDriver (plain W3C WebDriver: selenium
-insists on a browserName that WebKitWebDriver then fails to match). VLC, mpv and gPodder run
+insists on a browserName that WebKitWebDriver then fails to match). VLC, mpv, gPodder,
+Newsboat and the link preview (Mastodon's HTTP library, http.rb, with Mastodon's headers) run
 as an unprivileged user (VLC refuses root), each with a home of its own.
 
 Every driver takes the site's base URL and returns what it saw; the caller judges what the
@@ -324,3 +325,32 @@ def gpodder(base: str, home: Path) -> Session:
     if len(saved) != 1:
         raise ProgramFailed(f"gpo saved {sorted(map(str, (home / 'episodes').rglob('*')))}")
     return Session("gpodder", saved=saved)
+
+
+def newsboat(base: str, home: Path) -> Session:
+    """Newsboat, the feed reader: reload the store's feed, count its unread items."""
+    kwargs = _as_listener(home)
+    folder = Path(str(kwargs["env"]["HOME"]))  # type: ignore[index]
+    urls = folder / "urls"
+    urls.write_text(f"{base}/feed.xml\n")
+    if os.geteuid() == 0:
+        os.chown(urls, NOBODY, NOBODY)
+    out = _run("newsboat", ["newsboat", "-u", str(urls), "-c", str(folder / "cache.db"),
+                            "-C", str(folder / "config"), "-x", "reload", "print-unread"],
+               60, **kwargs)
+    if "unread articles" not in out or out.startswith("0 "):
+        raise ProgramFailed(f"newsboat read no item of the feed: {out!r}")
+    return Session("newsboat")
+
+
+def link_preview(base: str, home: Path) -> Session:
+    """A Mastodon-style link preview of a track page: the page, then its og:image
+    (tests/clients/link_preview.rb, on Debian's ruby-http)."""
+    kwargs = _as_listener(home)
+    folder = Path(str(kwargs["env"]["HOME"]))  # type: ignore[index]
+    out = _run("link preview", ["ruby", str(CLIENTS / "link_preview.rb"),
+                                f"{base}/track/{TRACK}", str(folder)], 60, **kwargs)
+    saved = {f"/cover/{p.name}": p.read_bytes() for p in folder.glob("*.png")}
+    if len(saved) != 1:
+        raise ProgramFailed(f"the link preview saved {sorted(p.name for p in folder.iterdir())}")
+    return Session("link-preview", ua=out.splitlines()[0], saved=saved)
