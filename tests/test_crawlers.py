@@ -1,16 +1,17 @@
-"""Real clients against the demo store behind SonicShield with the shipped rules.
+"""Real crawlers against the demo store behind SonicShield with the shipped rules.
 
-Crawlers must not take two full tracks; listeners' apps must get every byte. "Full track" is
-judged by content: a body equal to the store's own file.
+Each crawler (tests/crawlers/runs.py) runs alone against a fresh proxy (fresh client state,
+its own address) and must take no real audio: no body it received or saved may equal one of
+the store's files. Listeners' apps must get every byte (the real programs, browsers and
+players, are tests/test_real_clients.py; the headless-browser crawler is
+tests/test_browser.py). docs/listeners.md has the table these tests back, made by
+`python -m tests.crawlers.table`.
 """
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import re
-import shutil
-import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -21,15 +22,7 @@ from proxy.demo.catalogue import CATALOGUE
 from proxy.demo.store import build_store_app
 
 from .conftest import RULES_DIR, proxy_settings, shipped_rules
-
-CHROME = ("Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) "
-          "Chrome/131.0.0.0 Safari/537.36")
-# everything a real Chrome sends for a navigation to a secure origin (loopback counts)
-CHROME_HEADERS = {
-    "User-Agent": CHROME, "Accept": "text/html,application/xhtml+xml,*/*;q=0.8",
-    "Accept-Language": "en-GB,en;q=0.9", "Accept-Encoding": "gzip, deflate, br",
-    "Sec-Fetch-Mode": "navigate", "Sec-Fetch-Dest": "document", "Sec-Fetch-Site": "none",
-}
+from .crawlers import runs
 
 
 @pytest.fixture
@@ -45,92 +38,48 @@ def track_hashes(media_dir: Path) -> set[str]:
             for p in media_dir.iterdir() if p.suffix in (".mp3", ".flac")}
 
 
-def full_tracks(directory: Path, originals: set[str]) -> int:
-    return sum(1 for p in directory.rglob("*") if p.is_file()
-               and hashlib.sha256(p.read_bytes()).hexdigest() in originals)
-
-
-async def run(*argv: str, limit: float = 60.0) -> None:
-    """Run a crawler for at most `limit` seconds (tarpits hold it; that is their point)."""
-    proc = await asyncio.create_subprocess_exec(*argv, stdout=asyncio.subprocess.DEVNULL,
-                                                stderr=asyncio.subprocess.DEVNULL)
-    try:
-        await asyncio.wait_for(proc.wait(), timeout=limit)
-    except TimeoutError:
-        proc.kill()
-        await proc.wait()
-
-
-@pytest.fixture
-def wget() -> str:
-    path = shutil.which("wget")
-    if path is None:
-        pytest.fail("wget is required (apt-get install wget); .ci/run installs it")
-    return path
-
-
-@pytest.mark.parametrize(
-    "options",
-    [
-        pytest.param([], id="defaults"),
-        pytest.param(["-e", "robots=off", "-U", CHROME], id="chrome-ua-robots-off"),
-    ],
-)
-async def test_wget_mirror_takes_no_full_track(shielded, media_dir, tmp_path, wget, options):
-    mirror = tmp_path / "mirror"
-    # once it follows the trap link its pages trickle; 20 s of crawling is plenty to judge
-    await run(wget, "-q", "-r", "-l", "4", "-np", "-t", "1", "-P", str(mirror), *options,
-              shielded + "/", limit=20)
-    pages = list(mirror.rglob("album/*"))
-    assert pages, "wget mirrored nothing at all: the test would prove nothing"
-    assert full_tracks(mirror, track_hashes(media_dir)) == 0
-
-
-SCRAPY_SPIDER = Path(__file__).resolve().parent / "crawlers" / "store_spider.py"
-
-
-@pytest.mark.parametrize(
-    "settings",
-    [
-        pytest.param([], id="defaults"),
-        pytest.param(["-s", "ROBOTSTXT_OBEY=False", "-s",
-                      "USER_AGENT=Mozilla/5.0 (compatible; GPTBot/1.2; +https://openai.com/gptbot)",
-                      ],
-                     id="ai-crawler-ignoring-robots"),
-    ],
-)
-async def test_scrapy_takes_no_full_track(shielded, media_dir, tmp_path, settings):
-    out = tmp_path / "scraped"
-    # it starts from the home page and, as a crawler that knows URLs from an earlier crawl or a
-    # sitemap would, from a track's stream; a tarpitted page costs it 3 s, the crawl 20 s at most
-    start = f"{shielded}/,{shielded}/stream/{CATALOGUE.tracks()[0][1].slug}.mp3"
-    await run(sys.executable, "-m", "scrapy", "runspider", str(SCRAPY_SPIDER),
-              "-a", f"start={start}", "-a", f"out={out}", "-s", "LOG_LEVEL=ERROR",
-              "-s", "HTTPERROR_ALLOW_ALL=True", "-s", "TELNETCONSOLE_ENABLED=False",
-              "-s", "DOWNLOAD_TIMEOUT=3", "-s", "CLOSESPIDER_TIMEOUT=20", *settings)
-    received = list(out.iterdir())
-    assert received, "the spider received no audio response: the test would prove nothing"
-    assert full_tracks(out, track_hashes(media_dir)) == 0
-
-
-async def test_rotating_crawler_takes_less_than_two_tracks(shielded, media_dir):
-    """Chrome's UA and headers, the feed for the track list, a new source address for every
-    download (127.0.0.2-30): no Referer, no Range."""
+def real_tracks(bodies: list[bytes], media_dir: Path) -> int:
     originals = track_hashes(media_dir)
-    async with aiohttp.ClientSession(headers=CHROME_HEADERS) as s, s.get(
-        shielded + "/feed.xml"
-    ) as r:
-        urls = [e.get("url") for e in ET.fromstring(await r.text()).iter("enclosure")]
-    assert len(urls) == 6
-    taken = 0
-    for i, url in enumerate(urls * 2):
-        path = re.sub(r"^https?://[^/]+", "", url)
-        connector = aiohttp.TCPConnector(local_addr=(f"127.0.0.{2 + i % 29}", 0))
-        async with aiohttp.ClientSession(connector=connector, headers=CHROME_HEADERS) as s, \
-                s.get(shielded + path) as r:
-            body = await r.read()
-        taken += hashlib.sha256(body).hexdigest() in originals
-    assert taken < 2
+    return sum(hashlib.sha256(b).hexdigest() in originals for b in bodies)
+
+
+async def crawl(name: str, base: str, out: Path) -> list[bytes]:
+    run, _ = runs.CRAWLERS[name]
+    try:
+        return await run(base, out)
+    except runs.MissingProgram as exc:
+        pytest.fail(str(exc))
+
+
+@pytest.mark.parametrize("name", ["wget-defaults", "wget-chrome-robots-off", "httrack",
+                                  "scrapy-defaults", "scrapy-gptbot-robots-off",
+                                  "scrapy-chrome-robots-off", "yt-dlp", "rotating-aiohttp"])
+async def test_a_crawler_takes_no_real_track(shielded, media_dir, tmp_path, name):
+    out = tmp_path / "out"
+    bodies = await crawl(name, shielded, out)
+    if name.startswith(("wget", "httrack")):
+        # a mirror that takes the trap gets its pages slowly and may reach no audio at all
+        assert list(out.rglob("album/*")), f"{name} mirrored no page: it proves nothing"
+    else:
+        assert bodies, f"{name} received no audio: the test would prove nothing"
+    assert real_tracks(bodies, media_dir) == 0
+
+
+@pytest.mark.parametrize("claim", ["vlc", "ffmpeg", "podcast-app"])
+async def test_a_tool_claiming_a_player_takes_no_more_than_an_unknown_tool(
+        aiohttp_server, run_proxy, media_dir, tmp_path, claim):
+    """A lane is a claim checked by behaviour: a player starts a track and plays it, a
+    podcast app takes the episodes of the feed it read. Claiming one while taking the whole
+    lossless catalogue in seconds gets what an unknown tool gets (each on a fresh proxy)."""
+    counts = {}
+    for name in (claim, "unknown-tool"):
+        store = await aiohttp_server(build_store_app(media_dir))
+        base = await run_proxy(proxy_settings(f"http://127.0.0.1:{store.port}",
+                                              rules_dir=RULES_DIR), shipped_rules())
+        bodies = await crawl(f"curl-claiming-{name}", base, tmp_path / name)
+        assert len(bodies) == 6
+        counts[name] = real_tracks(bodies, media_dir)
+    assert counts[claim] <= counts["unknown-tool"] <= 1, counts
 
 
 async def test_podcast_app_gets_the_feed_and_every_episode(shielded, media_dir):

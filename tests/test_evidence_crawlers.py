@@ -25,7 +25,7 @@ from proxy.rules import LiveRules, load_rules
 from proxy.settings import AudioSettings, EvidenceSettings
 
 from .conftest import RULES_DIR, proxy_settings, wait_for_records
-from .test_crawlers import SCRAPY_SPIDER, run, wget  # noqa: F401 (wget is a fixture)
+from .crawlers.runs import SPIDER, bounded, program
 
 GPTBOT = "Mozilla/5.0 (compatible; GPTBot/1.2; +https://openai.com/gptbot)"
 WATERMARK_TOOLS = """version: 1
@@ -38,7 +38,8 @@ rules:
 
 
 async def test_real_crawlers_leave_a_report_and_a_traceable_copy(
-        aiohttp_server, run_proxy, media_dir, tmp_path, wget, capsys):  # noqa: F811
+        aiohttp_server, run_proxy, media_dir, tmp_path, capsys):
+    wget = program("wget", "wget")
     rules = tmp_path / "rules"
     shutil.copytree(RULES_DIR, rules)
     (rules / "25-tools-marked.yaml").write_text(WATERMARK_TOOLS)
@@ -50,18 +51,18 @@ async def test_real_crawlers_leave_a_report_and_a_traceable_copy(
         evidence=EvidenceSettings(dir=evidence))
     base = await run_proxy(settings, LiveRules(load_rules(rules)))
 
-    await run(wget, "-q", "-r", "-l", "1", "-t", "1", "--bind-address=127.0.0.2",
+    await bounded(wget, "-q", "-r", "-l", "1", "-t", "1", "--bind-address=127.0.0.2",
               "-P", str(tmp_path / "wget"), base + "/", limit=10)
     _, track = CATALOGUE.tracks()[1]
     out = tmp_path / "scraped"
-    scrapy = (sys.executable, "-m", "scrapy", "runspider", str(SCRAPY_SPIDER),
+    scrapy = (sys.executable, "-m", "scrapy", "runspider", str(SPIDER),
               "-s", "ROBOTSTXT_OBEY=True", "-s", "LOG_LEVEL=ERROR",
               "-s", "TELNETCONSOLE_ENABLED=False")
-    await run(*scrapy, "-a", f"start={base}/stream/{track.slug}.mp3", "-a", f"out={out}",
+    await bounded(*scrapy, "-a", f"start={base}/stream/{track.slug}.mp3", "-a", f"out={out}",
               "-s", "DOWNLOAD_TIMEOUT=60", limit=90)
     (copy,) = out.iterdir()
     # its pages are tarpitted once it has violated: 3 s is all it waits for each
-    await run(*scrapy, "-a", f"start={base}/,{base}/stream/{CATALOGUE.tracks()[0][1].slug}.mp3",
+    await bounded(*scrapy, "-a", f"start={base}/,{base}/stream/{CATALOGUE.tracks()[0][1].slug}.mp3",
               "-a", f"out={tmp_path / 'gptbot'}", "-s", f"USER_AGENT={GPTBOT}",
               "-s", "ROBOTSTXT_USER_AGENT=Scrapy", "-s", "DOWNLOAD_TIMEOUT=3",
               "-s", "CLOSESPIDER_TIMEOUT=15", limit=30)
