@@ -258,6 +258,22 @@ def _cmd_evidence_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_summary(args: argparse.Namespace) -> int:
+    from .summary import render, summary_of
+
+    try:
+        summary = summary_of(args.sources)
+    except OSError as exc:
+        print(f"sonicshield summary: {exc}", file=sys.stderr)
+        return 2
+    if not summary.lines:
+        print(f"sonicshield summary: no access-log line or evidence record in "
+              f"{', '.join(args.sources)} ({summary.skipped} other lines)", file=sys.stderr)
+        return 1
+    sys.stdout.write(render(summary, args.top))
+    return 0
+
+
 def _cmd_catalog_build(args: argparse.Namespace) -> int:
     import asyncio
 
@@ -506,6 +522,15 @@ def build_parser() -> argparse.ArgumentParser:
     audit.add_argument("--timeout", type=_positive(float, 120), default=10.0,
                        help="seconds per request (a tarpit is reported when it runs out)")
     audit.set_defaults(func=_cmd_audit)
+    summary = sub.add_parser(
+        "summary", help="what the rules did and would have done (shadow mode), by rule and by "
+        "client, from access logs or an evidence folder")
+    summary.add_argument("sources", nargs="+",
+                         help="access-log files (the proxy's JSON lines), - for standard "
+                              "input, or evidence folders")
+    summary.add_argument("--top", type=_positive(int, 10_000), default=20,
+                         help="clients to list (default 20)")
+    summary.set_defaults(func=_cmd_summary)
     check = sub.add_parser("check", help="validate rule files; every error with file:line:col")
     check.add_argument("dir", nargs="?", help="rules directory (default ./rules)")
     check.set_defaults(func=_cmd_check)

@@ -38,10 +38,20 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(line, separators=(",", ":"), ensure_ascii=False)
 
 
+def logfmt_value(value: object) -> str:
+    """A field's value as logfmt writes it: bare when it holds no space, quote or `=`, else
+    quoted as a JSON string (so `sonicshield summary` reads the line back unambiguously)."""
+    text = ",".join(map(str, value)) if isinstance(value, list | tuple) else str(value)
+    if text and not any(c in text for c in ' "=\\') and text.isprintable():
+        return text
+    return json.dumps(text, ensure_ascii=False)
+
+
 class TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         fields = getattr(record, "fields", None)
-        msg = " ".join(f"{k}={v}" for k, v in fields.items()) if fields else record.getMessage()
+        msg = (" ".join(f"{k}={logfmt_value(v)}" for k, v in fields.items()) if fields
+               else record.getMessage())
         text = f"{_iso(record.created)} {record.levelname.lower():7} {record.name}: {msg}"
         if record.exc_info:
             text += "\n" + self.formatException(record.exc_info)
@@ -105,6 +115,8 @@ def log_access(ex: Exchange) -> None:
         "action": ex.verdict.action.value,
         "variant": ex.variant,
     }
+    if ex.verdict.shadow:
+        fields["shadow"] = True
     if ex.verdict.shadowed is not None:
         fields["shadowed"] = f"{ex.verdict.shadowed.action.value}; {ex.verdict.shadowed.origin}"
     if worker is not None:
