@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit bench clean
+.PHONY: demo test system lint typecheck unit bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -31,7 +31,14 @@ $(CLIENTS): tests/clients/package.json tests/clients/package-lock.json
 unit: $(STAMP) $(CLIENTS)
 	$(BIN)/python -m pytest -q
 
-test: lint typecheck unit
+# The system packages the tests drive (system-packages.txt): installed when missing as root or
+# with passwordless sudo, else named with the command that installs them (exit 2), before
+# anything else runs.
+system:
+	@sh tests/system-packages.sh
+
+test: system
+	@$(MAKE) --no-print-directory lint typecheck unit
 
 # every benchmark of docs/benchmarks.md, one after the other (about 20 minutes)
 bench: $(STAMP)

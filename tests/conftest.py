@@ -333,7 +333,7 @@ def nginx_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def nginx(tmp_path_factory: pytest.TempPathFactory, nginx_root: Path) -> Iterator[Nginx]:
     if shutil.which("nginx") is None and not Path("/usr/sbin/nginx").exists():
-        pytest.fail("nginx is required (apt-get install nginx-light); .ci/run installs it")
+        pytest.fail("nginx is required (apt-get install nginx-light); make test installs it")
     server = Nginx(tmp_path_factory.mktemp("nginx"), nginx_root)
     yield server
     server.stop()

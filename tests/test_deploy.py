@@ -19,7 +19,7 @@ DEPLOY = ROOT / "deploy"
 def tool(name: str) -> str:
     path = shutil.which(name)
     if path is None:
-        pytest.fail(f"{name} is required; .ci/run installs it")
+        pytest.fail(f"{name} is required; make test installs it")
     return path
 
 

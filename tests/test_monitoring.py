@@ -138,7 +138,7 @@ class Prometheus:
 @pytest.fixture
 def prometheus_binary() -> None:
     if shutil.which("prometheus") is None or shutil.which("promtool") is None:
-        pytest.fail("prometheus is required (apt-get install prometheus); .ci/run installs it")
+        pytest.fail("prometheus is required (apt-get install prometheus); make test installs it")
 
 
 async def test_every_panel_has_data_and_every_alert_fires_only_in_its_scenario(

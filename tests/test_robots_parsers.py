@@ -108,7 +108,7 @@ async def test_a_crawler_that_obeys_robots_txt_never_requests_the_trap(crawler, 
                                                                        tmp_path, caplog):
     caplog.set_level(logging.INFO)
     if shutil.which(crawler) is None:
-        pytest.fail(f"{crawler} is required (apt-get install {crawler}); .ci/run installs it")
+        pytest.fail(f"{crawler} is required (apt-get install {crawler}); make test installs it")
     proxy, seen, _ = shield
     if crawler == "wget":
         # --mirror with robots.txt obeyed (its default); pages only, a bounded depth
