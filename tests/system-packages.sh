@@ -43,6 +43,12 @@ if [ "$sudo" = ask ]; then
 fi
 echo "make test: installing $count system packages the tests need (apt-get):$missing"
 export DEBIAN_FRONTEND=noninteractive
-$sudo apt-get update -qq
+log=$(mktemp)
 # shellcheck disable=SC2086
-$sudo apt-get install -y -qq --no-install-recommends $missing
+if ! { $sudo apt-get update -q && $sudo apt-get install -y -q --no-install-recommends \
+        $missing; } > "$log" 2>&1; then
+    tail -n 20 "$log" >&2
+    echo "make test: apt-get failed (its whole output: $log)" >&2
+    exit 2
+fi
+rm -f "$log"
