@@ -47,13 +47,13 @@ class Tally:
     requests: int = 0
     bytes: int = 0
     clients: set[str] = field(default_factory=set)
-    actions: collections.Counter[str] = field(default_factory=collections.Counter)
+    served: collections.Counter[str] = field(default_factory=collections.Counter)
 
-    def add(self, line: Line, action: str) -> None:
+    def add(self, line: Line, served: str) -> None:
         self.requests += 1
         self.bytes += line.bytes
         self.clients.add(line.client)
-        self.actions[action] += 1
+        self.served[served] += 1
 
 
 @dataclass
@@ -170,7 +170,7 @@ def render(summary: Summary, top: int) -> str:
     out = [f"{summary.lines} requests" + (f" ({summary.skipped} other lines skipped)"
                                           if summary.skipped else "")]
     out += ["", "by deciding rule"]
-    rows = [[rule, str(t.requests), str(len(t.clients)), str(t.bytes), _counts(t.actions)]
+    rows = [[rule, str(t.requests), str(len(t.clients)), str(t.bytes), _counts(t.served)]
             for rule, t in sorted(summary.by_rule.items(), key=lambda kv: -kv[1].requests)]
     out += _table(["rule", "requests", "clients", "bytes", "served"], rows)
     out += ["", "would have been served, had shadow mode been off"]
@@ -183,7 +183,7 @@ def render(summary: Summary, top: int) -> str:
         out.append("  (nothing: no rule ran in shadow mode, or none matched)")
     out += ["", f"by client (the {top} with most requests)"]
     clients = sorted(summary.by_client.items(), key=lambda kv: -kv[1].requests)[:top]
-    rows = [[ip, ua_class, str(t.requests), _counts(t.actions),
+    rows = [[ip, ua_class, str(t.requests), _counts(t.served),
              _counts(summary.client_rules[(ip, ua_class)]),
              summary.client_uas[(ip, ua_class)][:60]]
             for (ip, ua_class), t in clients]

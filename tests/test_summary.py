@@ -13,8 +13,9 @@ import pytest
 from proxy.cli import main
 from proxy.demo.store import build_store_app
 from proxy.logs import JsonFormatter, TextFormatter
+from proxy.settings import AudioSettings, EvidenceSettings
 
-from .conftest import RULES_DIR, proxy_settings, shipped_rules
+from .conftest import RULES_DIR, proxy_settings, shipped_rules, wait_for_records
 
 VLC = "VLC/3.0.18 LibVLC/3.0.18"
 
@@ -74,3 +75,22 @@ async def test_summary_reads_standard_input_and_refuses_a_log_without_access_lin
     assert "no access-log line or evidence record" in capsys.readouterr().err
     assert main(["summary", str(tmp_path / "missing.log")]) == 2
     assert "missing.log" in capsys.readouterr().err
+
+
+async def test_summary_reads_an_evidence_folder(aiohttp_server, run_proxy, media_dir, tmp_path,
+                                                capsys):
+    store = await aiohttp_server(build_store_app(media_dir))
+    evidence = tmp_path / "evidence"
+    settings = proxy_settings(f"http://127.0.0.1:{store.port}", rules_dir=RULES_DIR,
+                              audio=AudioSettings(cache_dir=tmp_path / "variants", workers=1),
+                              evidence=EvidenceSettings(dir=evidence))
+    base = await run_proxy(settings, shipped_rules())
+    async with aiohttp.ClientSession() as s, s.get(
+            base + "/stream/moth-waltz.mp3", headers={"User-Agent": "GPTBot/1.2"}) as r:
+        await r.read()
+    await wait_for_records(evidence, "decoy", 1)
+    assert main(["summary", str(evidence)]) == 0
+    out = capsys.readouterr().out
+    rule = next(li for li in out.splitlines() if "ai-crawler-audio" in li and "decoy" in li)
+    assert rule.split()[2:4] == ["1", "1"]  # one request, one client
+    assert "ai-crawler" in out.split("by client")[1]
