@@ -15,43 +15,20 @@ import io
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 from proxy.demo.catalogue import ensure_catalogue
 from proxy.summary import Summary, access_lines, summarise
 
+from ..conftest import free_port, wait_for_port
 from . import runs
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _wait(url: str, proc: subprocess.Popen[bytes], within: float = 120) -> None:
-    import urllib.request
-
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"the demo exited with {proc.returncode}")
-        try:
-            urllib.request.urlopen(url, timeout=2).close()
-            return
-        except OSError:
-            time.sleep(0.2)
-    raise TimeoutError(f"the demo did not answer at {url} within {within} s")
-
-
 def row(name: str, media: Path, work: Path) -> str:
     run, what = runs.CRAWLERS[name]
-    ports = [_free_port() for _ in range(3)]
+    ports = [free_port() for _ in range(3)]
     log = work / f"{name}.log"
     with log.open("wb") as f:
         demo = subprocess.Popen(
@@ -60,8 +37,9 @@ def row(name: str, media: Path, work: Path) -> str:
             cwd=ROOT, stdout=subprocess.DEVNULL, stderr=f)
         try:
             base = f"http://127.0.0.1:{ports[0]}"
-            _wait(f"http://127.0.0.1:{ports[1]}/", demo)
-            _wait(base + "/robots.txt", demo)
+            # the store renders its catalogue first; the proxy listens once both are up
+            wait_for_port("127.0.0.1", ports[1], timeout=120, proc=demo)
+            wait_for_port("127.0.0.1", ports[0], timeout=60, proc=demo)
             bodies = asyncio.run(run(base, work / name))
         finally:
             demo.terminate()
@@ -71,7 +49,6 @@ def row(name: str, media: Path, work: Path) -> str:
     real = sum(hashlib.sha256(b).hexdigest() in originals for b in bodies)
     summary = Summary()
     lines = list(access_lines(io.StringIO(log.read_text(errors="replace")), summary))
-    lines = [li for li in lines if not li.ua.startswith("Python-urllib")]  # the readiness polls
     summarise(lines, summary)
     audio = collections.Counter(li.served for li in lines if li.rule and li.bytes and
                                 li.served not in ("upstream", "robots.txt", "declaration"))
